@@ -1,0 +1,5 @@
+"""User-facing errors: one line that says what is wrong and how to fix it."""
+
+
+class LmadaptError(Exception):
+    """An error the user caused and can fix; the CLI prints it as one line, without a traceback."""
