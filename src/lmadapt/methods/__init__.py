@@ -1,0 +1,29 @@
+"""The method registry: one line per method. See CONTRIBUTING.md to add one."""
+
+from __future__ import annotations
+
+from lmadapt.errors import LmadaptError
+from lmadapt.methods.base import Adapted, Method, RunContext
+from lmadapt.methods.features import Features
+from lmadapt.methods.full import Full
+from lmadapt.methods.head import Head
+from lmadapt.methods.icl import ICL
+from lmadapt.methods.zero_shot import ZeroShot
+
+REGISTRY: dict[str, type] = {
+    "zero-shot": ZeroShot,
+    "icl": ICL,
+    "features": Features,
+    "head": Head,
+    "full": Full,
+}
+
+
+def get_method(name: str) -> Method:
+    """An instance of the named method; one-line error listing the known names otherwise."""
+    if name not in REGISTRY:
+        raise LmadaptError(f"unknown method {name!r}; known methods: {', '.join(REGISTRY)}")
+    return REGISTRY[name]()
+
+
+__all__ = ["Adapted", "Method", "REGISTRY", "RunContext", "get_method"]

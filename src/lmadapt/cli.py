@@ -1,0 +1,250 @@
+"""The `lmadapt` command line. Settings come from the same dataclasses as the Python API:
+`--config run.yaml` and trailing `key=value` overrides (see `lmadapt tune --help`)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from lmadapt.config import build_configs, describe, load_yaml, parse_overrides
+from lmadapt.data.loaders import DataSpec, load_task, load_train_eval
+from lmadapt.errors import LmadaptError
+from lmadapt.methods import REGISTRY, get_method
+from lmadapt.models.load import ModelSpec
+from lmadapt.train.config import TrainConfig
+
+app = typer.Typer(help="Adapt a pretrained language model to your task by every common method, "
+                       "and compare them side by side.", no_args_is_help=True,
+                  pretty_exceptions_enable=False, add_completion=False)
+err_console = Console(stderr=True)
+EXTRA = {"allow_extra_args": True, "ignore_unknown_options": False}
+SETTINGS_HELP = ("Settings (as key=value after the options, or in --config YAML):\n\n" +
+                 describe([TrainConfig]) + "\n\nMethod settings:\n\n" +
+                 describe([get_method(m).config_class for m in REGISTRY]))
+
+# ---- shared options --------------------------------------------------------------------------
+ModelOpt = Annotated[str, typer.Option("--model", "-m", help="hub id, local path or pull name (lmadapt pull list)")]
+TrainOpt = Annotated[str, typer.Option("--train", help="training data: .jsonl/.csv/.parquet, a datasets folder, or a pull name")]
+EvalOpt = Annotated[str | None, typer.Option("--eval", help="eval data (default: split off --eval-split of --train)")]
+OutOpt = Annotated[Path, typer.Option("--out", "-o", help="output folder (written atomically)")]
+ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="YAML file of settings (key: value)")]
+InputField = Annotated[str, typer.Option(help="field holding the input text")]
+LabelField = Annotated[str, typer.Option(help="field holding the class label")]
+OutputField = Annotated[str, typer.Option(help="field holding the target text (generation)")]
+LabelsOpt = Annotated[str, typer.Option(help="comma-separated label set (default: inferred from --train)")]
+TemplateOpt = Annotated[str, typer.Option(help="prompt template with a {text} slot (causal LMs)")]
+KindOpt = Annotated[str, typer.Option(help="auto | classification | generation")]
+SplitOpt = Annotated[float, typer.Option(help="fraction of --train held out for eval when --eval is absent")]
+DtypeOpt = Annotated[str, typer.Option(help="float32 | bfloat16 | float16")]
+DeviceOpt = Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N | mps")]
+RemoteOpt = Annotated[bool, typer.Option("--trust-remote-code", help="allow code shipped with the model (only if you trust it)")]
+
+
+def _resolve_data(ref: str) -> str:
+    try:
+        from lmadapt.assets import resolve_data
+    except ImportError:
+        return ref
+    return resolve_data(ref)
+
+
+def _settings(config: Path | None, extra: list[str]) -> dict:
+    return {**load_yaml(config), **parse_overrides(extra)}
+
+
+def _data_spec(settings: dict, input_field: str, label_field: str, output_field: str, labels: str,
+               template: str, kind: str) -> DataSpec:
+    return DataSpec(input_field=settings.pop("input_field", input_field),
+                    label_field=settings.pop("label_field", label_field),
+                    output_field=settings.pop("output_field", output_field),
+                    kind=settings.pop("kind", kind),
+                    labels=tuple(s for s in str(settings.pop("labels", labels)).split(",") if s),
+                    template=settings.pop("template", template))
+
+
+def _model_spec(settings: dict, model: str, dtype: str, device: str, remote: bool) -> ModelSpec:
+    return ModelSpec(model=str(settings.pop("model", model)), dtype=str(settings.pop("dtype", dtype)),
+                     device=str(settings.pop("device", device)),
+                     trust_remote_code=bool(settings.pop("trust_remote_code", remote)))
+
+
+@app.command(context_settings=EXTRA, epilog=SETTINGS_HELP)
+def tune(ctx: typer.Context, method: Annotated[str, typer.Option(help=f"one of: {', '.join(REGISTRY)}")] = "",
+         model: ModelOpt = "", train: TrainOpt = "", eval: EvalOpt = None, out: OutOpt = Path("runs/tune"),
+         config: ConfigOpt = None, input_field: InputField = "text", label_field: LabelField = "label",
+         output_field: OutputField = "output", labels: LabelsOpt = "", template: TemplateOpt = "",
+         kind: KindOpt = "auto", eval_split: SplitOpt = 0.2, dtype: DtypeOpt = "float32",
+         device: DeviceOpt = "auto", trust_remote_code: RemoteOpt = False) -> None:
+    """Adapt MODEL to the task with one METHOD; writes OUT/record.json and OUT/artifact/."""
+    from lmadapt.run import tune as run_tune
+
+    settings = _settings(config, ctx.args)
+    method = str(settings.pop("method", method))
+    if not method:
+        raise LmadaptError("no method given; pass --method (one of: " + ", ".join(REGISTRY) + ")")
+    impl = get_method(method)
+    spec = _data_spec(settings, input_field, label_field, output_field, labels, template, kind)
+    model_spec = _model_spec(settings, model, dtype, device, trust_remote_code)
+    train_ref, eval_ref = str(settings.pop("train", train)), settings.pop("eval", eval)
+    out = Path(settings.pop("out", out))
+    if not train_ref:
+        raise LmadaptError("no training data given; pass --train FILE or a pull name")
+    configs = build_configs([TrainConfig, impl.config_class], settings)
+    train_cfg = configs[TrainConfig]
+    train_task, eval_task = load_train_eval(_resolve_data(train_ref), _resolve_data(eval_ref) if eval_ref else None,
+                                            spec, eval_split, train_cfg.seed)
+    record = run_tune(method, model_spec, train_task, eval_task, configs[impl.config_class], train_cfg, out)
+    from lmadapt.report.compare import print_table
+
+    print_table([record], f"{method} on {train_task.name}")
+    print(out / "record.json")
+
+
+@app.command(context_settings=EXTRA, epilog=SETTINGS_HELP)
+def compare(ctx: typer.Context,
+            methods: Annotated[str, typer.Option(help="comma-separated methods; METHOD@MODEL uses another model for that method; 'all' = every method")] = "features,head,full",
+            model: ModelOpt = "", train: TrainOpt = "", eval: EvalOpt = None, out: OutOpt = Path("runs/compare"),
+            config: ConfigOpt = None, input_field: InputField = "text", label_field: LabelField = "label",
+            output_field: OutputField = "output", labels: LabelsOpt = "", template: TemplateOpt = "",
+            kind: KindOpt = "auto", eval_split: SplitOpt = 0.2, dtype: DtypeOpt = "float32",
+            device: DeviceOpt = "auto", trust_remote_code: RemoteOpt = False) -> None:
+    """Run several methods on the same data: OUT/results.jsonl, OUT/report.md, OUT/pareto.png."""
+    from lmadapt.compare import compare as run_compare
+    from lmadapt.compare import method_configs, parse_method_list
+
+    settings = _settings(config, ctx.args)
+    method_list = parse_method_list(str(settings.pop("methods", methods)))
+    spec = _data_spec(settings, input_field, label_field, output_field, labels, template, kind)
+    model_spec = _model_spec(settings, model, dtype, device, trust_remote_code)
+    train_ref, eval_ref = str(settings.pop("train", train)), settings.pop("eval", eval)
+    out = Path(settings.pop("out", out))
+    if not train_ref:
+        raise LmadaptError("no training data given; pass --train FILE or a pull name")
+    if not model_spec.model and any(m is None for _, m in method_list):
+        raise LmadaptError("no model given; pass --model, or METHOD@MODEL for every method")
+    train_keys = {k: v for k, v in settings.items() if k in TrainConfig.__dataclass_fields__}
+    train_cfg = build_configs([TrainConfig], train_keys)[TrainConfig]
+    configs = method_configs(method_list, {k: v for k, v in settings.items() if k not in train_keys})
+    train_task, eval_task = load_train_eval(_resolve_data(train_ref), _resolve_data(eval_ref) if eval_ref else None,
+                                            spec, eval_split, train_cfg.seed)
+    run_compare(method_list, model_spec, train_task, eval_task, configs, train_cfg, out)
+    print(out / "report.md")
+
+
+@app.command("eval")
+def eval_cmd(run_dir: Annotated[Path, typer.Argument(help="a tune output folder")],
+             data: Annotated[str, typer.Option(help="data file (same fields as training) or pull name")],
+             input_field: InputField = "text", label_field: LabelField = "label",
+             output_field: OutputField = "output", device: DeviceOpt = "",
+             batch_size: Annotated[int, typer.Option(help="prediction batch size")] = 32,
+             as_json: Annotated[bool, typer.Option("--json", help="print the scores as JSON")] = False) -> None:
+    """Score a saved run on another data file (metric with bootstrap 95% CI)."""
+    from lmadapt.run import evaluate, load_run
+
+    adapted, skeleton, manifest = load_run(run_dir, device or None)
+    spec = DataSpec(input_field=input_field, label_field=label_field, output_field=output_field,
+                    kind=skeleton.kind, labels=tuple(skeleton.labels), template=skeleton.template)
+    task = load_task(_resolve_data(data), spec)
+    result = evaluate(adapted, task, batch_size)
+    scores = {**result.scores, "examples": len(task.examples),
+              "examples_per_second": result.examples_per_second, "method": manifest["method"]}
+    if as_json:
+        print(json.dumps(scores))
+    else:
+        print(f"{manifest['method']} on {task.name}: {scores['metric']} = {scores['score']:.4f} "
+              f"(95% CI {scores['ci_low']:.4f}–{scores['ci_high']:.4f}), {len(task.examples)} examples")
+
+
+@app.command()
+def predict(run_dir: Annotated[Path, typer.Argument(help="a tune output folder")],
+            data: Annotated[str | None, typer.Option(help="input file (.jsonl/.csv/.parquet) or pull name")] = None,
+            text: Annotated[list[str] | None, typer.Option(help="an input text (repeatable)")] = None,
+            input_field: InputField = "text", device: DeviceOpt = "",
+            batch_size: Annotated[int, typer.Option(help="prediction batch size")] = 32) -> None:
+    """Predict labels (or generate outputs) for new inputs; prints one JSON line per input."""
+    from lmadapt.data.loaders import read_rows
+    from lmadapt.run import load_run
+
+    if not data and not text:
+        raise LmadaptError("nothing to predict; pass --data FILE or --text '...'")
+    if data:
+        path = Path(_resolve_data(data))
+        texts = []
+        for line_no, row in read_rows(path):
+            if input_field not in row:
+                raise LmadaptError(f"{path}:{line_no}: missing field {input_field!r}; set --input-field")
+            texts.append(str(row[input_field]))
+    else:
+        texts = list(text or [])
+    adapted, _, _ = load_run(run_dir, device or None)
+    for item, prediction in zip(texts, adapted.predict(texts, batch_size), strict=True):
+        print(json.dumps({"text": item, "prediction": prediction}, ensure_ascii=False))
+
+
+@app.command("methods")
+def list_methods() -> None:
+    """List the registered methods."""
+    for name, cls in REGISTRY.items():
+        print(f"{name:12s} {cls.summary}")
+
+
+@app.command()
+def demo(out: OutOpt = Path("demo-out"),
+         quick: Annotated[bool, typer.Option(help="a smaller subset (about 2 minutes)")] = False) -> None:
+    """Pull MiniLM, SmolLM2 and a real dataset, then compare every method; prints the table."""
+    from lmadapt.demo import run_demo
+
+    run_demo(out, quick)
+
+
+def _mount_subapps() -> None:
+    try:
+        from lmadapt.assets.cli import pull_app
+
+        app.add_typer(pull_app, name="pull", help="Pull named models and datasets (offline-capable).")
+    except ImportError:
+        pass
+    try:
+        from lmadapt.index.cli import index_app
+
+        app.add_typer(index_app, name="index", help="Build and query persistent vector indexes (RAG).")
+    except ImportError:
+        pass
+    try:
+        from lmadapt.decoding.cli import generate_cmd
+
+        app.command("generate")(generate_cmd)
+    except ImportError:
+        pass
+
+
+_mount_subapps()
+
+
+def main() -> None:
+    """Console entry point: user errors print one line and exit 2, no traceback."""
+    try:
+        app(standalone_mode=False)
+    except LmadaptError as err:
+        err_console.print(f"[red]error:[/red] {err}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except typer.Abort:
+        err_console.print("aborted")
+        sys.exit(130)
+    except KeyboardInterrupt:
+        err_console.print("interrupted")
+        sys.exit(130)
+    except typer.Exit as exit_:
+        sys.exit(exit_.exit_code)
+    except Exception as err:  # click usage errors
+        import click
+
+        if isinstance(err, click.ClickException):
+            err.show()
+            sys.exit(err.exit_code)
+        raise

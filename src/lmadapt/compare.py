@@ -1,0 +1,88 @@
+"""`compare`: run several methods on the same data and render them side by side."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import traceback
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from lmadapt.config import build_configs
+from lmadapt.data.task import Task
+from lmadapt.errors import LmadaptError
+from lmadapt.methods import REGISTRY, get_method
+from lmadapt.models.load import ModelSpec
+from lmadapt.report.compare import markdown_report, pareto_plot, print_table
+from lmadapt.report.record import RunRecord, RunStore
+from lmadapt.run import tune
+from lmadapt.train.config import TrainConfig
+from lmadapt.utils import atomic_dir, atomic_write_text
+
+console = Console(stderr=True)
+
+
+def parse_method_list(text: str) -> list[tuple[str, str | None]]:
+    """'features,zero-shot@smollm2-135m' → [('features', None), ('zero-shot', 'smollm2-135m')]."""
+    out = []
+    for item in (s.strip() for s in text.split(",")):
+        if not item:
+            continue
+        name, _, model = item.partition("@")
+        if name == "all":
+            out += [(m, model or None) for m in REGISTRY]
+            continue
+        get_method(name)  # unknown names fail here, before any work
+        out.append((name, model or None))
+    if not out:
+        raise LmadaptError("no methods given; pass e.g. --methods features,head,full")
+    return out
+
+
+def method_configs(methods: list[tuple[str, str | None]], values: dict[str, Any]) -> dict[str, Any]:
+    """Each method's config from the shared settings; a key must belong to some config."""
+    classes = [get_method(m).config_class for m, _ in methods]
+    owners = {f.name for cls in classes + [TrainConfig, ModelSpec] for f in dataclasses.fields(cls)}
+    unknown = [k for k in values if k not in owners]
+    if unknown:
+        raise LmadaptError(f"unknown setting {unknown[0]!r} for methods {', '.join(m for m, _ in methods)}")
+    built = build_configs(classes, values, strict=False)
+    return {m: built[get_method(m).config_class] for m, _ in methods}
+
+
+def compare(methods: list[tuple[str, str | None]], model: ModelSpec, train_task: Task, eval_task: Task,
+            configs: dict[str, Any], train_cfg: TrainConfig, out: Path,
+            title: str = "lmadapt compare") -> list[RunRecord]:
+    """Run each method into out/runs/<method>; write results.jsonl, report.md, pareto.png."""
+    records: list[RunRecord] = []
+    failures: list[str] = []
+    with atomic_dir(Path(out)) as work:
+        store = RunStore(work / "runs.sqlite")
+        for i, (name, model_ref) in enumerate(methods, start=1):
+            spec = dataclasses.replace(model, model=model_ref) if model_ref else model
+            console.rule(f"[{i}/{len(methods)}] {name} on {spec.model}")
+            run_dir = work / "runs" / (name if not model_ref else f"{name}@{Path(model_ref).name}")
+            try:
+                record = tune(name, spec, train_task, eval_task, configs[name], train_cfg, run_dir, store)
+            except LmadaptError as err:
+                failures.append(f"- `{name}` failed: {err}")
+                console.print(f"[red]{name} failed:[/red] {err}")
+                continue
+            except Exception as err:  # keep the other methods' results; the report says what broke
+                failures.append(f"- `{name}` crashed: {type(err).__name__}: {err}")
+                console.print(f"[red]{name} crashed:[/red]\n{traceback.format_exc(limit=3)}")
+                continue
+            console.print(f"{name}: {record.metric} = {record.score:.3f} "
+                          f"[{record.ci_low:.3f}, {record.ci_high:.3f}]")
+            records.append(record)
+        if not records:
+            raise LmadaptError("every method failed: " + "; ".join(f.lstrip("- ") for f in failures))
+        atomic_write_text(work / "results.jsonl",
+                          "".join(json.dumps(dataclasses.asdict(r)) + "\n" for r in records))
+        notes = (["## Failures", "", *failures, ""] if failures else [])
+        atomic_write_text(work / "report.md", markdown_report(records, title, notes))
+        pareto_plot(records, work / "pareto.png")
+    print_table(records, title)
+    return records

@@ -1,0 +1,129 @@
+"""The Task: examples + kind + label set + prompt template + metric.
+
+Every method receives a `Task`. Loaders for JSONL / CSV / Parquet / a saved `datasets` dataset
+live in `loaders.py`; this file holds the data structure and its checks.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field, replace
+
+from lmadapt.errors import LmadaptError
+
+KINDS = ("classification", "generation")
+DEFAULT_TEMPLATES = {
+    "classification": "{text}\nAnswer:",
+    "generation": "{text}\n",
+}
+
+
+@dataclass(frozen=True)
+class Example:
+    """One input with its target: a label (classification) or an output text (generation)."""
+
+    text: str
+    target: str
+    source: str = ""  # "file:line" for error messages
+
+
+@dataclass
+class Task:
+    """Examples plus everything a method needs to know to learn and be scored on them."""
+
+    name: str
+    kind: str
+    examples: list[Example]
+    labels: list[str] = field(default_factory=list)
+    template: str = ""
+    label_prefix: str = " "  # text placed between the prompt and the label word when scoring
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise LmadaptError(f"unknown task kind {self.kind!r}; use one of {', '.join(KINDS)}")
+        if not self.template:
+            self.template = DEFAULT_TEMPLATES[self.kind]
+        if "{text}" not in self.template:
+            raise LmadaptError(f"prompt template {self.template!r} has no {{text}} slot; add one")
+        if not self.examples:
+            raise LmadaptError(f"task {self.name!r} has no examples; check the file and field names")
+        if self.kind == "classification":
+            self._check_labels()
+
+    def _check_labels(self) -> None:
+        if not self.labels:
+            self.labels = sorted({ex.target for ex in self.examples})
+        known = set(self.labels)
+        for ex in self.examples:
+            if ex.target not in known:
+                raise LmadaptError(
+                    f"{ex.source or self.name}: label {ex.target!r} is not in the label set "
+                    f"{self.labels}; add it with --labels or fix the row"
+                )
+
+    @classmethod
+    def skeleton(cls, name: str, kind: str, labels: list[str], template: str,
+                 label_prefix: str = " ") -> Task:
+        """A task without examples (what a saved run needs to predict on new inputs)."""
+        task = object.__new__(cls)
+        task.name, task.kind, task.examples, task.labels = name, kind, [], list(labels)
+        task.template, task.label_prefix = template, label_prefix
+        return task
+
+    def meta(self) -> dict:
+        return {"name": self.name, "kind": self.kind, "labels": self.labels,
+                "template": self.template, "label_prefix": self.label_prefix}
+
+    @property
+    def metric(self) -> str:
+        """Primary metric name for this task kind."""
+        return "accuracy" if self.kind == "classification" else "exact_match"
+
+    def prompt(self, text: str) -> str:
+        """The prompt a language model sees for one input."""
+        return self.template.replace("{text}", text)
+
+    def with_examples(self, examples: list[Example], suffix: str = "") -> Task:
+        """A copy of this task over other examples (same labels and template)."""
+        return replace(self, name=self.name + suffix, examples=list(examples))
+
+    def texts(self) -> list[str]:
+        return [ex.text for ex in self.examples]
+
+    def targets(self) -> list[str]:
+        return [ex.target for ex in self.examples]
+
+    def label_ids(self) -> list[int]:
+        index = {label: i for i, label in enumerate(self.labels)}
+        return [index[ex.target] for ex in self.examples]
+
+    def check_trainable(self) -> None:
+        """Raise if a classification task cannot train a classifier (one class only)."""
+        if self.kind == "classification" and len({ex.target for ex in self.examples}) < 2:
+            raise LmadaptError(
+                f"task {self.name!r} has one class only ({self.examples[0].target!r}); "
+                "training a classifier needs at least two"
+            )
+
+    def subsample(self, n: int | None, seed: int) -> Task:
+        """At most n examples, drawn without replacement with a fixed seed (stratified order kept)."""
+        if n is None or n >= len(self.examples):
+            return self
+        rng = random.Random(seed)
+        picked = rng.sample(range(len(self.examples)), n)
+        return self.with_examples([self.examples[i] for i in sorted(picked)])
+
+
+def split_task(task: Task, eval_fraction: float, seed: int) -> tuple[Task, Task]:
+    """Split one task into train and eval parts with a seeded shuffle."""
+    if not 0.0 < eval_fraction < 1.0:
+        raise LmadaptError(f"--eval-split must be between 0 and 1, got {eval_fraction}")
+    order = list(range(len(task.examples)))
+    random.Random(seed).shuffle(order)
+    n_eval = max(1, round(len(order) * eval_fraction))
+    if n_eval >= len(order):
+        raise LmadaptError(f"task {task.name!r} has too few examples ({len(order)}) to split off an eval set")
+    eval_ids, train_ids = sorted(order[:n_eval]), sorted(order[n_eval:])
+    train = task.with_examples([task.examples[i] for i in train_ids])
+    evals = task.with_examples([task.examples[i] for i in eval_ids], suffix=":eval")
+    return train, evals

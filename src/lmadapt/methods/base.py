@@ -1,0 +1,130 @@
+"""What a method is: a config dataclass, `fit` and `load`. The registry lives in __init__.py.
+
+A method never runs its own training loop: trainable methods pick parameters (or wrap modules)
+on a `TaskModel` and call `train.loop.train`, which uses the task model's loss.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any, ClassVar, Protocol
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from lmadapt.data.task import Task
+from lmadapt.errors import LmadaptError
+from lmadapt.models.load import ModelSpec, count_params
+from lmadapt.models.task_model import TaskModel, build_task_model
+from lmadapt.train.checkpoint import trainable_state
+from lmadapt.train.config import TrainConfig
+from lmadapt.train.loop import TrainResult, train
+
+
+@dataclass
+class RunContext:
+    """What every method gets besides its own config and the task."""
+
+    model: ModelSpec
+    train: TrainConfig
+    work_dir: Path  # the run's working folder; checkpoints go under it
+
+
+class Adapted(Protocol):
+    """A fitted method: predicts, saves itself, reports its parameter counts."""
+
+    trainable_params: int
+    total_params: int
+
+    def predict(self, texts: list[str], batch_size: int = 16) -> list[str]: ...
+
+    def save(self, artifact_dir: Path) -> None: ...
+
+
+class Method(Protocol):
+    name: ClassVar[str]
+    config_class: ClassVar[type]
+    summary: ClassVar[str]
+
+    def fit(self, train: Task, eval_task: Task | None, cfg: Any, ctx: RunContext
+            ) -> tuple[Adapted, TrainResult | None]: ...
+
+    def load(self, artifact_dir: Path, task: Task, cfg: Any, ctx: RunContext) -> Adapted: ...
+
+
+@dataclass
+class TaskModelAdapted:
+    """An adapted TaskModel; `save_fn(tm, dir)` writes the method's artifact."""
+
+    tm: TaskModel
+    save_fn: Any = field(repr=False, default=None)
+    trainable_params: int = 0
+    total_params: int = 0
+
+    def predict(self, texts: list[str], batch_size: int = 16) -> list[str]:
+        return self.tm.predict(texts, batch_size)
+
+    def save(self, artifact_dir: Path) -> None:
+        artifact_dir.mkdir(parents=True, exist_ok=True)
+        if self.save_fn is not None:
+            self.save_fn(self.tm, artifact_dir)
+
+
+def task_model_for(task: Task, ctx: RunContext, need: tuple[str, ...] = ("encoder", "causal", "seq2seq"),
+                   method: str = "") -> TaskModel:
+    """Load ctx.model for task; error in one line when the method cannot use that model kind."""
+    tm = build_task_model(ctx.model, task, ctx.train.max_length, ctx.train.max_new_tokens,
+                          ctx.train.normalize_scores)
+    if tm.kind not in need:
+        raise LmadaptError(f"method {method!r} cannot use {tm.kind} model {ctx.model.model!r}; "
+                           f"it needs a {' or '.join(need)} model")
+    return tm
+
+
+def with_default_lr(cfg: TrainConfig, lr: float) -> TrainConfig:
+    return cfg if cfg.lr > 0 else replace(cfg, lr=lr)
+
+
+def train_task_model(tm: TaskModel, train_task: Task, eval_task: Task | None, ctx: RunContext,
+                     default_lr: float) -> TrainResult:
+    """Run the shared loop on tm's trainable parameters, scoring eval_task after each epoch."""
+    train_task.check_trainable()
+    cfg = with_default_lr(ctx.train, default_lr)
+    eval_fn = None
+    if eval_task is not None and cfg.eval_each_epoch:
+        from lmadapt.eval.metrics import score_predictions
+
+        def eval_fn(epoch: int) -> dict:
+            preds = tm.predict(eval_task.texts(), cfg.eval_batch_size)
+            scored = score_predictions(preds, eval_task.targets(), eval_task.kind, cfg.seed)
+            return {"score": scored["score"]}
+    return train(tm, train_task.examples, cfg, ctx.work_dir, eval_fn)
+
+
+def fitted(tm: TaskModel, save_fn: Any = None) -> TaskModelAdapted:
+    trainable, total = count_params(tm.model)
+    return TaskModelAdapted(tm=tm, save_fn=save_fn, trainable_params=trainable, total_params=total)
+
+
+def save_trainable(tm: TaskModel, artifact_dir: Path) -> None:
+    """Write only the trained tensors (e.g. a head) as safetensors."""
+    save_file(trainable_state(tm.model), artifact_dir / "trained.safetensors")
+
+
+def load_trainable(tm: TaskModel, artifact_dir: Path) -> None:
+    """Copy tensors written by save_trainable into tm.model (names must all exist)."""
+    weights = load_file(artifact_dir / "trained.safetensors")
+    params = dict(tm.model.named_parameters())
+    unknown = [n for n in weights if n not in params]
+    if unknown:
+        raise LmadaptError(f"{artifact_dir}: tensor {unknown[0]!r} does not exist in the base model; "
+                           "was the run made with another model?")
+    with torch.no_grad():
+        for name, tensor in weights.items():
+            params[name].copy_(tensor.to(params[name].device, params[name].dtype))
+
+
+def config_to_json(cfg: Any) -> dict:
+    return json.loads(json.dumps(asdict(cfg), default=str))

@@ -1,0 +1,4 @@
+from lmadapt.methods.full.config import FullConfig
+from lmadapt.methods.full.method import Full
+
+__all__ = ["Full", "FullConfig"]

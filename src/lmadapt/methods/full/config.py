@@ -1,0 +1,8 @@
+from dataclasses import dataclass, field
+
+
+@dataclass
+class FullConfig:
+    """Full fine-tuning: every weight trains."""
+
+    full_default_lr: float = field(default=3e-5, metadata={"help": "learning rate used when lr=0"})

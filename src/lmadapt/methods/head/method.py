@@ -1,0 +1,75 @@
+"""head: train the output layer only (+ the last k transformer blocks with unfreeze_last=k).
+
+Encoders: the sequence-classification head (every parameter outside the base model).
+Causal / seq2seq LMs: the output embedding (`lm_head`); when it is tied to the input embedding,
+that shared matrix trains.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from lmadapt.data.task import Task
+from lmadapt.errors import LmadaptError
+from lmadapt.methods.base import (
+    RunContext,
+    TaskModelAdapted,
+    fitted,
+    load_trainable,
+    save_trainable,
+    task_model_for,
+    train_task_model,
+)
+from lmadapt.methods.head.config import HeadConfig
+from lmadapt.models.load import find_layer_stack
+from lmadapt.models.task_model import TaskModel
+from lmadapt.train.loop import TrainResult
+
+
+def head_modules(tm: TaskModel) -> list[torch.nn.Module]:
+    """The output layer(s) of tm.model."""
+    model = tm.model
+    if tm.kind == "encoder":
+        prefix = model.base_model_prefix
+        heads = [m for name, m in model.named_children() if name != prefix]
+        if not heads:
+            raise LmadaptError(f"cannot find the classification head of {type(model).__name__}")
+        return heads
+    out = model.get_output_embeddings()
+    if out is None:
+        raise LmadaptError(f"{type(model).__name__} has no output layer to train")
+    return [out]
+
+
+def select_trainable(tm: TaskModel, unfreeze_last: int) -> None:
+    tm.model.requires_grad_(False)
+    modules = head_modules(tm)
+    if unfreeze_last:
+        stack = find_layer_stack(tm.model)
+        if unfreeze_last > len(stack):
+            raise LmadaptError(f"unfreeze_last={unfreeze_last} but the model has {len(stack)} layers")
+        modules += list(stack[-unfreeze_last:])
+    for module in modules:
+        module.requires_grad_(True)
+
+
+class Head:
+    name = "head"
+    config_class = HeadConfig
+    summary = "train the output layer (and optionally the last k blocks)"
+
+    def fit(self, train: Task, eval_task: Task | None, cfg: HeadConfig,
+            ctx: RunContext) -> tuple[TaskModelAdapted, TrainResult]:
+        tm = task_model_for(train, ctx, method=self.name)
+        select_trainable(tm, cfg.unfreeze_last)
+        adapted = fitted(tm, save_trainable)
+        result = train_task_model(tm, train, eval_task, ctx, cfg.head_default_lr)
+        return adapted, result
+
+    def load(self, artifact_dir: Path, task: Task, cfg: HeadConfig, ctx: RunContext) -> TaskModelAdapted:
+        tm = task_model_for(task, ctx, method=self.name)
+        select_trainable(tm, cfg.unfreeze_last)
+        load_trainable(tm, artifact_dir)
+        return fitted(tm, save_trainable)

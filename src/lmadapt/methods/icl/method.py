@@ -1,0 +1,99 @@
+"""icl: k demonstrations (random or nearest by embedding similarity) fitted to the context window."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import numpy as np
+
+from lmadapt.data.task import Example, Task
+from lmadapt.methods.base import RunContext, TaskModelAdapted, fitted, task_model_for
+from lmadapt.methods.icl.config import ICLConfig
+from lmadapt.models.embed import FrozenEmbedder
+from lmadapt.models.load import ModelSpec
+from lmadapt.models.task_model import TaskModel, context_window
+
+
+class DemoPrompter:
+    """Builds `demo_1 … demo_k + prompt(text)` within a token budget (most similar demo last)."""
+
+    def __init__(self, tm: TaskModel, pool: list[Example], cfg: ICLConfig,
+                 embedder: FrozenEmbedder | None, seed: int) -> None:
+        self.tm, self.pool, self.cfg, self.embedder = tm, pool, cfg, embedder
+        self.fixed = random.Random(seed).sample(pool, min(cfg.shots, len(pool)))
+        self.pool_vecs = None
+        if cfg.selection == "nearest" and embedder is not None:
+            self.pool_vecs = _normalize(embedder.encode([ex.text for ex in pool], progress=True))
+        label_tokens = max(len(tm.tokenizer(tm.task.label_prefix + label, add_special_tokens=False)["input_ids"])
+                           for label in (tm.task.labels or ["x" * 16]))
+        window = context_window(tm.model, tm.tokenizer)
+        self.budget = min(cfg.max_prompt_tokens, window - label_tokens - 1)
+        tm.max_length = max(tm.max_length, min(window, self.budget + label_tokens + 1))
+
+    def demo_text(self, ex: Example) -> str:
+        return f"{self.tm.task.prompt(ex.text)}{self.tm.task.label_prefix}{ex.target}\n\n"
+
+    def choose(self, text: str) -> list[Example]:
+        """Demonstrations for one input, least similar first."""
+        if self.pool_vecs is None:
+            return self.fixed
+        query = _normalize(self.embedder.encode([text]))[0]  # (C,)
+        sims = self.pool_vecs @ query  # (P,)
+        top = np.argsort(-sims)[: self.cfg.shots]
+        return [self.pool[i] for i in top[::-1]]
+
+    def __call__(self, text: str) -> str:
+        query = self.tm.task.prompt(text)
+        used = len(self.tm.tokenizer(query)["input_ids"])
+        demos: list[str] = []
+        for ex in reversed(self.choose(text)):  # most similar first, until the budget is spent
+            block = self.demo_text(ex)
+            cost = len(self.tm.tokenizer(block, add_special_tokens=False)["input_ids"])
+            if used + cost > self.budget:
+                break
+            demos.insert(0, block)
+            used += cost
+        return "".join(demos) + query
+
+
+def _normalize(vecs: np.ndarray) -> np.ndarray:
+    return vecs / np.linalg.norm(vecs, axis=1, keepdims=True).clip(min=1e-12)
+
+
+def _embedder(tm: TaskModel, cfg: ICLConfig, ctx: RunContext) -> FrozenEmbedder | None:
+    if cfg.selection != "nearest":
+        return None
+    if cfg.embedder:
+        return FrozenEmbedder(ModelSpec(model=cfg.embedder, device=ctx.model.device), "auto")
+    backbone = tm.model.base_model if tm.kind == "causal" else tm.model.get_encoder()
+    return FrozenEmbedder.from_backbone(backbone, tm.tokenizer, tm.kind, "last" if tm.kind == "causal" else "mean")
+
+
+class ICL:
+    name = "icl"
+    config_class = ICLConfig
+    summary = "k demonstrations in the prompt"
+
+    def _adapt(self, task: Task, pool: list[Example], cfg: ICLConfig, ctx: RunContext) -> TaskModelAdapted:
+        tm = task_model_for(task, ctx, need=("causal", "seq2seq"), method=self.name)
+        tm.prompt_builder = DemoPrompter(tm, pool, cfg, _embedder(tm, cfg, ctx), ctx.train.seed)
+
+        def save(tm: TaskModel, artifact_dir: Path) -> None:
+            rows = [{"text": ex.text, "target": ex.target} for ex in pool]
+            (artifact_dir / "pool.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+        adapted = fitted(tm, save)
+        adapted.trainable_params = 0
+        return adapted
+
+    def fit(self, train: Task, eval_task: Task | None, cfg: ICLConfig,
+            ctx: RunContext) -> tuple[TaskModelAdapted, None]:
+        pool = train.subsample(cfg.pool_size, ctx.train.seed).examples
+        return self._adapt(train, pool, cfg, ctx), None
+
+    def load(self, artifact_dir: Path, task: Task, cfg: ICLConfig, ctx: RunContext) -> TaskModelAdapted:
+        lines = (artifact_dir / "pool.jsonl").read_text().splitlines()
+        pool = [Example(text=r["text"], target=r["target"]) for r in map(json.loads, lines)]
+        return self._adapt(task, pool, cfg, ctx)

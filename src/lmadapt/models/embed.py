@@ -1,0 +1,77 @@
+"""Frozen sentence embeddings from any HF encoder or decoder: CLS, mean or last-token pooling."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+from transformers import AutoModel, PreTrainedTokenizerBase
+
+from lmadapt.errors import LmadaptError
+from lmadapt.models.load import (
+    ModelSpec,
+    load_config,
+    load_tokenizer,
+    model_kind,
+    resolve_model_ref,
+)
+
+POOLINGS = ("auto", "cls", "mean", "last")
+
+
+def pool(hidden: torch.Tensor, mask: torch.Tensor, pooling: str) -> torch.Tensor:
+    """(B, T, C) hidden states + (B, T) mask → (B, C) sentence vectors."""
+    if pooling == "cls":
+        first = mask.float().argmax(dim=1)  # first real token (left padding safe)
+        return hidden[torch.arange(hidden.shape[0]), first]
+    if pooling == "last":
+        positions = torch.arange(mask.shape[1], device=mask.device).expand_as(mask)
+        last = (positions * mask).argmax(dim=1)  # last real token (either padding side)
+        return hidden[torch.arange(hidden.shape[0]), last]
+    weights = mask.unsqueeze(-1).to(hidden.dtype)  # (B, T, 1)
+    return (hidden * weights).sum(1) / weights.sum(1).clamp(min=1.0)
+
+
+class FrozenEmbedder:
+    """Embeds texts with a frozen backbone (the base model without any head)."""
+
+    def __init__(self, spec: ModelSpec, pooling: str = "auto", max_length: int = 256) -> None:
+        if pooling not in POOLINGS:
+            raise LmadaptError(f"unknown pooling {pooling!r}; use one of {', '.join(POOLINGS)}")
+        ref = resolve_model_ref(spec.model)
+        config = load_config(ref, spec.trust_remote_code)
+        self.kind = model_kind(config)
+        if self.kind == "seq2seq":
+            raise LmadaptError("frozen features from a seq2seq model are not supported; use an encoder or causal LM")
+        self.pooling = pooling if pooling != "auto" else ("mean" if self.kind == "encoder" else "last")
+        self.tokenizer: PreTrainedTokenizerBase = load_tokenizer(ref, self.kind, spec.trust_remote_code)
+        self.model = AutoModel.from_pretrained(ref, dtype=spec.torch_dtype,
+                                               trust_remote_code=spec.trust_remote_code)
+        self.model.to(spec.torch_device()).eval().requires_grad_(False)
+        self.max_length = max_length
+
+    @classmethod
+    def from_backbone(cls, backbone: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, kind: str,
+                      pooling: str = "auto", max_length: int = 256) -> FrozenEmbedder:
+        """Reuse an already loaded backbone (e.g. a causal LM's decoder) instead of loading again."""
+        self = cls.__new__(cls)
+        self.kind, self.tokenizer, self.model, self.max_length = kind, tokenizer, backbone, max_length
+        self.pooling = pooling if pooling != "auto" else ("mean" if kind == "encoder" else "last")
+        return self
+
+    @property
+    def total_params(self) -> int:
+        return sum(p.numel() for p in self.model.parameters())
+
+    @torch.inference_mode()
+    def encode(self, texts: list[str], batch_size: int = 32, progress: bool = False) -> np.ndarray:
+        """(N, C) float32 embeddings."""
+        device = next(self.model.parameters()).device
+        chunks = []
+        starts = range(0, len(texts), batch_size)
+        for start in tqdm(starts, desc="embed", unit="batch", disable=not progress, leave=False):
+            enc = self.tokenizer(texts[start:start + batch_size], truncation=True, padding=True,
+                                 max_length=self.max_length, return_tensors="pt").to(device)
+            hidden = self.model(**enc).last_hidden_state  # (B, T, C)
+            chunks.append(pool(hidden, enc["attention_mask"], self.pooling).float().cpu().numpy())
+        return np.concatenate(chunks) if chunks else np.zeros((0, self.model.config.hidden_size), np.float32)

@@ -1,0 +1,93 @@
+"""Causal-LM label scoring: log p(label | prompt), summed (or averaged) over the label's tokens.
+
+Classification with a causal LM never parses free text: each candidate label is scored and the
+most likely one wins. The same token layout (prompt tokens, then label tokens) is the training
+input, with the loss on the label tokens only.
+"""
+
+from __future__ import annotations
+
+import torch
+from transformers import PreTrainedTokenizerBase
+
+
+def encode_pair(tokenizer: PreTrainedTokenizerBase, prompt: str, continuation: str,
+                max_length: int) -> tuple[list[int], int]:
+    """Token ids of prompt + continuation and the number of continuation tokens.
+
+    Prompt and continuation are tokenized apart so the continuation's tokens are well defined;
+    the prompt is cut from the left when the pair is longer than max_length.
+    """
+    prompt_ids = tokenizer(prompt, add_special_tokens=True)["input_ids"]
+    cont_ids = tokenizer(continuation, add_special_tokens=False)["input_ids"]
+    if not cont_ids:
+        raise ValueError(f"continuation {continuation!r} has no tokens")
+    keep = max(1, max_length - len(cont_ids))
+    prompt_ids = prompt_ids[-keep:]
+    return prompt_ids + cont_ids, len(cont_ids)
+
+
+def pad_left(sequences: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Left-pad to (B, T) input ids and attention mask."""
+    width = max(len(s) for s in sequences)
+    ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(sequences), width), dtype=torch.long)
+    for row, seq in enumerate(sequences):
+        ids[row, width - len(seq):] = torch.tensor(seq, dtype=torch.long)
+        mask[row, width - len(seq):] = 1
+    return ids, mask
+
+
+def continuation_logprobs(logits: torch.Tensor, input_ids: torch.Tensor,
+                          n_cont: list[int]) -> torch.Tensor:
+    """Sum of log p(token_t | tokens_<t) over each row's last n_cont tokens (left-padded rows).
+
+    logits: (B, T, V) for input_ids (B, T). Returns (B,).
+    """
+    logprobs = torch.log_softmax(logits[:, :-1].float(), dim=-1)  # (B, T-1, V): predicts t+1
+    targets = input_ids[:, 1:].unsqueeze(-1)  # (B, T-1, 1)
+    token_lp = logprobs.gather(-1, targets).squeeze(-1)  # (B, T-1)
+    width = token_lp.shape[1]
+    positions = torch.arange(width, device=token_lp.device).unsqueeze(0)  # (1, T-1)
+    counts = torch.tensor(n_cont, device=token_lp.device).unsqueeze(1)  # (B, 1)
+    in_cont = positions >= (width - counts)  # last n tokens of each row
+    return (token_lp * in_cont).sum(dim=1)
+
+
+def position_ids_from_mask(mask: torch.Tensor) -> torch.Tensor:
+    """Position ids that start at 0 on each row's first real token (left padding)."""
+    return (mask.cumsum(dim=1) - 1).clamp(min=0)
+
+
+@torch.inference_mode()
+def score_continuations(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase,
+                        prompts: list[str], continuations: list[str], max_length: int,
+                        batch_size: int = 16, normalize: bool = False) -> torch.Tensor:
+    """log p(continuation_i | prompt_i) for each pair i; mean per token when normalize."""
+    device = next(model.parameters()).device
+    pairs = [encode_pair(tokenizer, p, c, max_length) for p, c in zip(prompts, continuations, strict=True)]
+    scores = []
+    for start in range(0, len(pairs), batch_size):
+        chunk = pairs[start:start + batch_size]
+        ids, mask = pad_left([ids for ids, _ in chunk], tokenizer.pad_token_id)
+        ids, mask = ids.to(device), mask.to(device)
+        logits = model(input_ids=ids, attention_mask=mask,
+                       position_ids=position_ids_from_mask(mask)).logits  # (B, T, V)
+        n_cont = [n for _, n in chunk]
+        lp = continuation_logprobs(logits, ids, n_cont)
+        if normalize:
+            lp = lp / torch.tensor(n_cont, device=lp.device)
+        scores.append(lp.cpu())
+    return torch.cat(scores)
+
+
+def classify_by_likelihood(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase,
+                           prompts: list[str], labels: list[str], label_prefix: str,
+                           max_length: int, batch_size: int = 16,
+                           normalize: bool = False) -> torch.Tensor:
+    """(N, L) label log-likelihoods for N prompts and L candidate labels."""
+    flat_prompts = [p for p in prompts for _ in labels]
+    flat_labels = [label_prefix + label for _ in prompts for label in labels]
+    scores = score_continuations(model, tokenizer, flat_prompts, flat_labels, max_length,
+                                 batch_size, normalize)
+    return scores.view(len(prompts), len(labels))

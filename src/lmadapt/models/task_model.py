@@ -1,0 +1,193 @@
+"""A model bound to a task: how to batch examples, what the loss is, how to predict.
+
+Methods change which parameters train (or wrap modules), never these rules:
+- encoder + classification: a sequence-classification head, cross-entropy;
+- causal LM + classification: loss on the label tokens after the prompt, predict by label
+  log-likelihood (`scoring.py`);
+- causal LM + generation: loss on the output tokens, predict by greedy generation;
+- seq2seq + either: the target is the decoder's text; classification scores labels.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from transformers import (
+    AutoModelForCausalLM,
+    AutoModelForSeq2SeqLM,
+    AutoModelForSequenceClassification,
+    PreTrainedTokenizerBase,
+)
+
+from lmadapt.data.task import Example, Task
+from lmadapt.errors import LmadaptError
+from lmadapt.models.load import (
+    ModelSpec,
+    load_config,
+    load_tokenizer,
+    model_kind,
+    resolve_model_ref,
+)
+from lmadapt.models.scoring import (
+    classify_by_likelihood,
+    encode_pair,
+    pad_left,
+    position_ids_from_mask,
+)
+
+
+@dataclass
+class TaskModel:
+    """A (possibly wrapped) HF model, its tokenizer and the task it serves."""
+
+    model: torch.nn.Module
+    tokenizer: PreTrainedTokenizerBase
+    task: Task
+    kind: str  # encoder | causal | seq2seq
+    ref: str  # the resolved model reference it was loaded from
+    max_length: int = 256
+    max_new_tokens: int = 32
+    normalize_scores: bool = False  # length-normalised label log-likelihood
+    prompt_builder: Callable[[str], str] | None = field(default=None, repr=False)
+
+    # ---- batching and loss (training) -------------------------------------------------
+    def prompt(self, text: str) -> str:
+        return self.prompt_builder(text) if self.prompt_builder else self.task.prompt(text)
+
+    def target_text(self, example: Example) -> str:
+        if self.task.kind == "classification":
+            return self.task.label_prefix + example.target
+        eos = self.tokenizer.eos_token or ""
+        return example.target + (eos if self.kind == "causal" else "")
+
+    def collate(self, examples: list[Example]) -> dict[str, torch.Tensor]:
+        """A training batch of CPU tensors."""
+        if self.kind == "encoder":
+            enc = self.tokenizer([ex.text for ex in examples], truncation=True, padding=True,
+                                 max_length=self.max_length, return_tensors="pt")
+            index = {label: i for i, label in enumerate(self.task.labels)}
+            enc["labels"] = torch.tensor([index[ex.target] for ex in examples])
+            return dict(enc)
+        if self.kind == "seq2seq":
+            enc = self.tokenizer([self.prompt(ex.text) for ex in examples], truncation=True,
+                                 padding=True, max_length=self.max_length, return_tensors="pt")
+            tgt = self.tokenizer([self.target_text(ex).strip() for ex in examples], truncation=True,
+                                 padding=True, max_length=self.max_length, return_tensors="pt")
+            labels = tgt["input_ids"].masked_fill(tgt["attention_mask"] == 0, -100)
+            return {**dict(enc), "labels": labels}
+        pairs = [encode_pair(self.tokenizer, self.prompt(ex.text), self.target_text(ex), self.max_length)
+                 for ex in examples]
+        ids, mask = pad_left([p for p, _ in pairs], self.tokenizer.pad_token_id)
+        labels = torch.full_like(ids, -100)
+        for row, (_, n_target) in enumerate(pairs):
+            labels[row, -n_target:] = ids[row, -n_target:]
+        return {"input_ids": ids, "attention_mask": mask,
+                "position_ids": position_ids_from_mask(mask), "labels": labels}
+
+    def loss(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Mean loss of one batch; `model` may be the DDP-wrapped twin of self.model."""
+        return model(**batch).loss
+
+    @staticmethod
+    def count_tokens(batch: dict[str, torch.Tensor]) -> int:
+        return int(batch["attention_mask"].sum())
+
+    # ---- prediction ----------------------------------------------------------------------
+    @torch.inference_mode()
+    def predict(self, texts: list[str], batch_size: int = 16) -> list[str]:
+        """Labels (classification) or generated text (generation) for raw inputs."""
+        self.model.eval()
+        if self.task.kind == "classification":
+            scores = self.label_scores(texts, batch_size)
+            return [self.task.labels[i] for i in scores.argmax(dim=1).tolist()]
+        return self.generate([self.prompt(t) for t in texts], batch_size)
+
+    def label_scores(self, texts: list[str], batch_size: int = 16) -> torch.Tensor:
+        """(N, L) scores; argmax is the predicted label."""
+        if self.kind == "encoder":
+            out = []
+            for start in range(0, len(texts), batch_size):
+                enc = self.tokenizer(texts[start:start + batch_size], truncation=True, padding=True,
+                                     max_length=self.max_length, return_tensors="pt").to(self.device)
+                out.append(self.model(**enc).logits.float().cpu())
+            return torch.cat(out)
+        if self.kind == "seq2seq":
+            return self._seq2seq_label_scores(texts, batch_size)
+        prompts = [self.prompt(t) for t in texts]
+        return classify_by_likelihood(self.model, self.tokenizer, prompts, self.task.labels,
+                                      self.task.label_prefix, self.max_length, batch_size,
+                                      self.normalize_scores)
+
+    def _seq2seq_label_scores(self, texts: list[str], batch_size: int) -> torch.Tensor:
+        rows = []
+        for text in texts:
+            enc = self.tokenizer([self.prompt(text)] * len(self.task.labels), truncation=True,
+                                 max_length=self.max_length, return_tensors="pt").to(self.device)
+            tgt = self.tokenizer(list(self.task.labels), padding=True, return_tensors="pt").to(self.device)
+            labels = tgt["input_ids"].masked_fill(tgt["attention_mask"] == 0, -100)
+            logits = self.model(**enc, labels=labels).logits  # (L, T, V)
+            lp = torch.log_softmax(logits.float(), dim=-1)
+            tok = lp.gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1) * (labels != -100)
+            total = tok.sum(1)
+            if self.normalize_scores:
+                total = total / (labels != -100).sum(1)
+            rows.append(total.cpu())
+        return torch.stack(rows)
+
+    def generate(self, prompts: list[str], batch_size: int = 8) -> list[str]:
+        """Greedy continuation of each prompt, cut at EOS."""
+        outputs: list[str] = []
+        for start in range(0, len(prompts), batch_size):
+            enc = self.tokenizer(prompts[start:start + batch_size], truncation=True, padding=True,
+                                 max_length=self.max_length, return_tensors="pt").to(self.device)
+            generated = self.model.generate(**enc, max_new_tokens=self.max_new_tokens, do_sample=False,
+                                            pad_token_id=self.tokenizer.pad_token_id)
+            new = generated if self.kind == "seq2seq" else generated[:, enc["input_ids"].shape[1]:]
+            outputs.extend(t.strip() for t in self.tokenizer.batch_decode(new, skip_special_tokens=True))
+        return outputs
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+
+def context_window(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase) -> int:
+    """Longest input the model accepts (positions in its config, else the tokenizer's limit)."""
+    config = getattr(model, "config", None)
+    for name in ("max_position_embeddings", "n_positions", "max_sequence_length"):
+        value = getattr(config, name, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    limit = getattr(tokenizer, "model_max_length", 0)
+    return limit if 0 < limit < 1_000_000 else 2048
+
+
+def build_task_model(spec: ModelSpec, task: Task, max_length: int = 256,
+                     max_new_tokens: int = 32, normalize_scores: bool = False) -> TaskModel:
+    """Load `spec.model` in the form `task` needs (classifier head, causal LM or seq2seq)."""
+    ref = resolve_model_ref(spec.model)
+    config = load_config(ref, spec.trust_remote_code)
+    kind = model_kind(config)
+    if kind == "encoder" and task.kind == "generation":
+        raise LmadaptError(f"model {spec.model!r} is an encoder and cannot generate; "
+                           "use a causal LM or seq2seq model for generation tasks")
+    tokenizer = load_tokenizer(ref, kind, spec.trust_remote_code)
+    kwargs = {"dtype": spec.torch_dtype, "trust_remote_code": spec.trust_remote_code}
+    if kind == "encoder":
+        id2label = dict(enumerate(task.labels))
+        model = AutoModelForSequenceClassification.from_pretrained(
+            ref, num_labels=len(task.labels), id2label=id2label,
+            label2id={v: k for k, v in id2label.items()}, **kwargs)
+    elif kind == "seq2seq":
+        model = AutoModelForSeq2SeqLM.from_pretrained(ref, **kwargs)
+    else:
+        model = AutoModelForCausalLM.from_pretrained(ref, **kwargs)
+    if getattr(model.config, "pad_token_id", None) is None:
+        model.config.pad_token_id = tokenizer.pad_token_id
+    model.to(spec.torch_device())
+    window = context_window(model, tokenizer)
+    return TaskModel(model=model, tokenizer=tokenizer, task=task, kind=kind, ref=ref,
+                     max_length=min(max_length, window), max_new_tokens=max_new_tokens,
+                     normalize_scores=normalize_scores)

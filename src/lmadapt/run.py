@@ -1,0 +1,125 @@
+"""The one data flow: Task → Method.fit → Adapted → evaluate → RunRecord (+ artifact on disk).
+
+Run folder layout (written to `.NAME.partial/`, renamed to NAME when complete):
+    lmadapt.json      what to rebuild the adapted model from (method, configs, model, task meta)
+    artifact/         the method's files (PEFT folder, safetensors, demonstration pool, ...)
+    record.json       the RunRecord
+    predictions.jsonl eval inputs with gold and predicted targets
+    train_log.jsonl   loss per optimizer step (trainable methods)
+    runs.sqlite       the run store
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from lmadapt.data.task import Task
+from lmadapt.errors import LmadaptError
+from lmadapt.eval.metrics import score_predictions
+from lmadapt.methods import get_method
+from lmadapt.methods.base import Adapted, RunContext
+from lmadapt.models.load import ModelSpec
+from lmadapt.report.record import PeakMemory, RunRecord, RunStore, hardware, versions
+from lmadapt.train.config import TrainConfig
+from lmadapt.utils import atomic_dir, atomic_write_text, dir_bytes, seed_everything
+
+MANIFEST = "lmadapt.json"
+
+
+@dataclass
+class Evaluation:
+    predictions: list[str]
+    scores: dict[str, Any]
+    seconds: float
+
+    @property
+    def examples_per_second(self) -> float:
+        return len(self.predictions) / self.seconds if self.seconds > 0 else 0.0
+
+
+def evaluate(adapted: Adapted, task: Task, batch_size: int = 32, seed: int = 0) -> Evaluation:
+    """Predict every example of task and score against its targets (bootstrap 95% CI)."""
+    began = time.perf_counter()
+    predictions = adapted.predict(task.texts(), batch_size)
+    seconds = time.perf_counter() - began
+    return Evaluation(predictions, score_predictions(predictions, task.targets(), task.kind, seed), seconds)
+
+
+def _manifest(method: str, method_cfg: Any, model: ModelSpec, train_cfg: TrainConfig, task: Task) -> dict:
+    return {"format": 1, "method": method, "method_config": asdict(method_cfg), "model": asdict(model),
+            "train": asdict(train_cfg), "task": task.meta()}
+
+
+def _write_jsonl(path: Path, rows: list[dict]) -> None:
+    atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+
+
+def tune(method: str, model: ModelSpec, train_task: Task, eval_task: Task, method_cfg: Any,
+         train_cfg: TrainConfig, out: Path, store: RunStore | None = None) -> RunRecord:
+    """Fit `method` on train_task, score it on eval_task, write the run folder `out`."""
+    impl = get_method(method)
+    if not isinstance(method_cfg, impl.config_class):
+        raise TypeError(f"{method} expects a {impl.config_class.__name__}")
+    train_task = train_task.subsample(train_cfg.max_train_examples or None, train_cfg.seed)
+    eval_task = eval_task.subsample(train_cfg.max_eval_examples or None, train_cfg.seed)
+    with atomic_dir(Path(out)) as work:
+        seed_everything(train_cfg.seed)
+        ctx = RunContext(model=model, train=train_cfg, work_dir=work)
+        with PeakMemory() as memory:
+            adapted, result = impl.fit(train_task, eval_task, method_cfg, ctx)
+            evaluation = evaluate(adapted, eval_task, train_cfg.eval_batch_size, train_cfg.seed)
+        adapted.save(work / "artifact")
+        atomic_write_text(work / MANIFEST, json.dumps(_manifest(method, method_cfg, model, train_cfg, train_task), indent=2))
+        _write_jsonl(work / "predictions.jsonl", [
+            {"text": ex.text, "target": ex.target, "prediction": p}
+            for ex, p in zip(eval_task.examples, evaluation.predictions, strict=True)])
+        if result is not None and result.losses:
+            _write_jsonl(work / "train_log.jsonl", [{"step": i + 1, "loss": loss} for i, loss in enumerate(result.losses)]
+                         + [{"epoch_eval": e} for e in result.epoch_evals])
+        record = RunRecord(
+            method=method, model=model.model, task=train_task.name, **evaluation.scores,
+            trainable_params=adapted.trainable_params, total_params=adapted.total_params,
+            peak_memory_bytes=memory.peak,
+            train_seconds=result.seconds if result is not None else 0.0,
+            eval_examples_per_second=evaluation.examples_per_second,
+            artifact_bytes=dir_bytes(work / "artifact"), seed=train_cfg.seed, versions=versions(),
+            train_examples=len(train_task.examples), eval_examples=len(eval_task.examples),
+            train_steps=result.steps if result else 0,
+            train_tokens_per_second=result.tokens_per_second if result else 0.0,
+            eval_latency_ms=1000 * evaluation.seconds / max(1, len(evaluation.predictions)),
+            final_loss=result.losses[-1] if result and result.losses else None,
+            hardware=hardware(), created=time.strftime("%Y-%m-%dT%H:%M:%S"),
+            config={"method": asdict(method_cfg), "train": asdict(train_cfg)})
+        record.write(work / "record.json")
+        RunStore(work / "runs.sqlite").add(record)
+    if store is not None:
+        store.add(record)
+    return record
+
+
+def read_manifest(run_dir: Path) -> dict:
+    path = Path(run_dir) / MANIFEST
+    if not path.exists():
+        raise LmadaptError(f"{run_dir} is not an lmadapt run folder (no {MANIFEST}); pass the --out of a tune run")
+    return json.loads(path.read_text())
+
+
+def load_run(run_dir: Path, device: str | None = None) -> tuple[Adapted, Task, dict]:
+    """Rebuild the adapted model saved in run_dir; returns (adapted, task skeleton, manifest)."""
+    manifest = read_manifest(run_dir)
+    impl = get_method(manifest["method"])
+    known = {f.name for f in dataclasses.fields(impl.config_class)}
+    method_cfg = impl.config_class(**{k: v for k, v in manifest["method_config"].items() if k in known})
+    model = ModelSpec(**manifest["model"])
+    if device:
+        model = dataclasses.replace(model, device=device)
+    train_cfg = TrainConfig(**manifest["train"])
+    meta = manifest["task"]
+    task = Task.skeleton(meta["name"], meta["kind"], meta["labels"], meta["template"], meta["label_prefix"])
+    ctx = RunContext(model=model, train=train_cfg, work_dir=Path(run_dir))
+    return impl.load(Path(run_dir) / "artifact", task, method_cfg, ctx), task, manifest

@@ -1,0 +1,50 @@
+"""Training settings shared by every method that trains."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from lmadapt.errors import LmadaptError
+
+
+@dataclass
+class TrainConfig:
+    """Settings of the one training loop (AdamW + warmup + linear/cosine decay)."""
+
+    epochs: float = field(default=3.0, metadata={"help": "passes over the training set (fractions allowed)"})
+    lr: float = field(default=0.0, metadata={"help": "peak learning rate (0 = the method's default)"})
+    weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay"})
+    batch_size: int = field(default=16, metadata={"help": "global batch size (all processes, all accumulation steps)"})
+    grad_accum: int = field(default=1, metadata={"help": "gradient accumulation steps per optimizer step"})
+    warmup_ratio: float = field(default=0.06, metadata={"help": "fraction of steps with linear warmup"})
+    schedule: str = field(default="linear", metadata={"help": "learning-rate decay: linear | cosine | constant"})
+    max_grad_norm: float = field(default=1.0, metadata={"help": "gradient clipping norm (0 = off)"})
+    precision: str = field(default="fp32", metadata={"help": "fp32 | bf16 (autocast on supported devices)"})
+    seed: int = field(default=0, metadata={"help": "seed for data order, initialisation and dropout"})
+    max_length: int = field(default=256, metadata={"help": "longest input in tokens (prompt + target)"})
+    eval_batch_size: int = field(default=32, metadata={"help": "batch size for scoring / prediction"})
+    save_every: int = field(default=0, metadata={"help": "write a resumable checkpoint every N optimizer steps (0 = off)"})
+    resume: bool = field(default=False, metadata={"help": "continue from the newest checkpoint in the output folder"})
+    eval_each_epoch: bool = field(default=True, metadata={"help": "score the eval set after each epoch"})
+    max_train_examples: int = field(default=0, metadata={"help": "use at most N training examples (0 = all)"})
+    max_eval_examples: int = field(default=0, metadata={"help": "score at most N eval examples (0 = all)"})
+    max_new_tokens: int = field(default=32, metadata={"help": "generation length for generation tasks"})
+    normalize_scores: bool = field(default=False, metadata={"help": "length-normalise label log-likelihoods"})
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.epochs > 0, f"epochs must be > 0, got {self.epochs}"),
+            (self.lr >= 0, f"lr must be > 0 (or 0 for the method's default), got {self.lr}"),
+            (self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}"),
+            (self.grad_accum >= 1, f"grad_accum must be >= 1, got {self.grad_accum}"),
+            (self.batch_size % self.grad_accum == 0,
+             f"batch_size ({self.batch_size}) must be divisible by grad_accum ({self.grad_accum})"),
+            (0 <= self.warmup_ratio < 1, f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}"),
+            (self.schedule in ("linear", "cosine", "constant"),
+             f"schedule must be linear, cosine or constant, got {self.schedule!r}"),
+            (self.precision in ("fp32", "bf16"), f"precision must be fp32 or bf16, got {self.precision!r}"),
+            (self.max_length >= 8, f"max_length must be >= 8, got {self.max_length}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise LmadaptError(message)

@@ -1,0 +1,146 @@
+"""THE training loop. Methods supply a loss (via TaskModel) and which parameters train.
+
+Runs on `accelerate`: one process by default; `accelerate launch --num_processes N` gives DDP
+(or FSDP / DeepSpeed, per the accelerate config) with the same global batch, so the loss curve
+matches the single-process run. Each global batch of `batch_size` examples is cut into
+`grad_accum` micro-batches, and each micro-batch into one slice per process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from tqdm.auto import tqdm
+from transformers import get_scheduler
+
+from lmadapt.data.task import Example
+from lmadapt.errors import LmadaptError
+from lmadapt.models.task_model import TaskModel
+from lmadapt.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from lmadapt.train.config import TrainConfig
+from lmadapt.utils import seed_everything
+
+
+@dataclass
+class TrainResult:
+    steps: int = 0
+    losses: list[float] = field(default_factory=list)  # mean loss of each optimizer step
+    seconds: float = 0.0
+    tokens: int = 0
+    examples: int = 0
+    epoch_evals: list[dict] = field(default_factory=list)
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.tokens / self.seconds if self.seconds > 0 else 0.0
+
+
+def make_accelerator(cfg: TrainConfig) -> Accelerator:
+    use_cpu = not torch.cuda.is_available()
+    return Accelerator(cpu=use_cpu, mixed_precision="bf16" if cfg.precision == "bf16" else "no")
+
+
+def plan_steps(n_examples: int, cfg: TrainConfig, world: int) -> tuple[int, int, int]:
+    """(steps per epoch, total optimizer steps, per-process micro-batch size)."""
+    per_micro = cfg.batch_size // cfg.grad_accum
+    if per_micro % world:
+        raise LmadaptError(f"batch_size/grad_accum = {per_micro} is not divisible by the {world} "
+                           "processes; pick a batch size that splits evenly")
+    if n_examples < cfg.batch_size:
+        raise LmadaptError(f"only {n_examples} training examples for batch_size {cfg.batch_size}; "
+                           "lower batch_size or add data")
+    steps_per_epoch = n_examples // cfg.batch_size  # the incomplete last batch is dropped
+    return steps_per_epoch, max(1, math.ceil(cfg.epochs * steps_per_epoch)), per_micro // world
+
+
+def _micro_batches(examples: list[Example], step: int, steps_per_epoch: int, cfg: TrainConfig,
+                   rank: int, per_proc: int) -> list[list[Example]]:
+    """This process's micro-batches of global step `step` (data order seeded per epoch)."""
+    epoch, within = divmod(step, steps_per_epoch)
+    gen = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
+    order = torch.randperm(len(examples), generator=gen)[within * cfg.batch_size:(within + 1) * cfg.batch_size]
+    world_micro = cfg.batch_size // cfg.grad_accum  # examples per micro-batch, all processes
+    out = []
+    for micro in range(cfg.grad_accum):
+        ids = order[micro * world_micro:(micro + 1) * world_micro][rank * per_proc:(rank + 1) * per_proc]
+        out.append([examples[i] for i in ids.tolist()])
+    return out
+
+
+def _trainable(model: torch.nn.Module) -> list[torch.nn.Parameter]:
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise LmadaptError("the method left no trainable parameters; check its target modules")
+    return params
+
+
+def train(tm: TaskModel, examples: list[Example], cfg: TrainConfig, out_dir: Path | None = None,
+          eval_fn: Callable[[int], dict] | None = None, stop_at_step: int | None = None) -> TrainResult:
+    """Train tm.model's trainable parameters on examples with tm's loss; returns the curve.
+
+    stop_at_step ends the run early after that many steps (used to test exact resume).
+    """
+    accelerator = make_accelerator(cfg)
+    seed_everything(cfg.seed)
+    steps_per_epoch, total_steps, per_proc = plan_steps(len(examples), cfg, accelerator.num_processes)
+    params = _trainable(tm.model)
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    scheduler = get_scheduler("constant_with_warmup" if cfg.schedule == "constant" else cfg.schedule,
+                              optimizer, num_warmup_steps=int(cfg.warmup_ratio * total_steps),
+                              num_training_steps=total_steps)
+    model, optimizer = accelerator.prepare(tm.model, optimizer)
+    result, start = TrainResult(), 0
+    ckpt_root = out_dir / "checkpoints" if out_dir else None
+    if cfg.resume and ckpt_root and (ckpt := latest_checkpoint(ckpt_root)) is not None:
+        start, result.losses = load_checkpoint(ckpt, accelerator.unwrap_model(model), optimizer, scheduler)
+    bar = tqdm(total=total_steps, initial=start, desc="train", unit="step",
+               disable=not accelerator.is_main_process, dynamic_ncols=True)
+    model.train()
+    began = time.perf_counter()
+    for step in range(start, total_steps):
+        micro = _micro_batches(examples, step, steps_per_epoch, cfg, accelerator.process_index, per_proc)
+        step_loss = torch.zeros((), device=accelerator.device)
+        for i, batch_examples in enumerate(micro):
+            batch = {k: v.to(accelerator.device) for k, v in tm.collate(batch_examples).items()}
+            sync = contextlib.nullcontext() if i == len(micro) - 1 else accelerator.no_sync(model)
+            with sync, accelerator.autocast():
+                loss = tm.loss(model, batch)
+                accelerator.backward(loss / cfg.grad_accum)
+            step_loss += loss.detach() / cfg.grad_accum
+            result.tokens += tm.count_tokens(batch) * accelerator.num_processes
+        mean_loss = accelerator.reduce(step_loss, reduction="mean").item()
+        if not math.isfinite(mean_loss):
+            raise LmadaptError(f"loss became {mean_loss} at step {step + 1}; lower lr or use precision=fp32")
+        if cfg.max_grad_norm > 0:
+            accelerator.clip_grad_norm_(params, cfg.max_grad_norm)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        result.losses.append(mean_loss)
+        result.examples += cfg.batch_size
+        elapsed = time.perf_counter() - began
+        bar.set_postfix(loss=f"{mean_loss:.4f}", tok_s=f"{result.tokens / max(elapsed, 1e-9):.0f}")
+        bar.update(1)
+        done = step + 1
+        if cfg.save_every and ckpt_root and done % cfg.save_every == 0 and accelerator.is_main_process:
+            save_checkpoint(ckpt_root, done, accelerator.unwrap_model(model), optimizer, scheduler, result.losses)
+        if eval_fn and cfg.eval_each_epoch and done % steps_per_epoch == 0 and done < total_steps:
+            model.eval()
+            result.epoch_evals.append({"epoch": done // steps_per_epoch, **eval_fn(done // steps_per_epoch)})
+            model.train()
+        if stop_at_step is not None and done >= stop_at_step:
+            break
+    bar.close()
+    accelerator.wait_for_everyone()
+    tm.model = accelerator.unwrap_model(model)
+    tm.model.eval()
+    result.steps = len(result.losses)
+    result.seconds = time.perf_counter() - began
+    return result

@@ -1,0 +1,87 @@
+"""Tiny random models and toy data built from configs (no hub), shared by the tests."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
+from transformers import (
+    BertConfig,
+    BertModel,
+    BertTokenizerFast,
+    LlamaConfig,
+    LlamaForCausalLM,
+    PreTrainedTokenizerFast,
+)
+
+POSITIVE = ["good", "great", "fine", "lovely", "superb"]
+NEGATIVE = ["bad", "awful", "poor", "dull", "boring"]
+FILLER = ["the", "a", "movie", "film", "plot", "was", "is", "very", "quite", "and", "acting", "story"]
+LABELS = ["positive", "negative", "neutral", "Answer", ":", "\n", "yes", "no"]
+SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "<s>", "</s>"]
+VOCAB = SPECIAL + sorted(set(POSITIVE + NEGATIVE + FILLER + LABELS))
+
+
+def toy_rows(n: int, seed: int = 0, kind: str = "classification") -> list[dict]:
+    """Sentences whose sentiment word decides the label (learnable by every method)."""
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        positive = i % 2 == 0
+        words = rng.sample(FILLER, 4) + [rng.choice(POSITIVE if positive else NEGATIVE)]
+        rng.shuffle(words)
+        text = " ".join(words)
+        if kind == "classification":
+            rows.append({"text": text, "label": "positive" if positive else "negative"})
+        else:
+            rows.append({"text": text, "output": "yes" if positive else "no"})
+    return rows
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def _word_tokenizer(cls: type, **special: str) -> PreTrainedTokenizerFast:
+    """A word-level tokenizer over VOCAB (splits on whitespace and punctuation)."""
+    backend = Tokenizer(models.WordLevel(vocab={tok: i for i, tok in enumerate(VOCAB)}, unk_token="[UNK]"))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    backend.decoder = decoders.WordPiece(prefix="##")  # joins words with spaces
+    return cls(tokenizer_object=backend, **special)
+
+
+def make_bert(folder: Path, seed: int = 0, dropout: float = 0.1) -> Path:
+    """A 2-layer BERT (hidden 32) with a word-level tokenizer over VOCAB."""
+    folder.mkdir(parents=True, exist_ok=True)
+    tokenizer = _word_tokenizer(BertTokenizerFast, cls_token="[CLS]", sep_token="[SEP]",
+                                mask_token="[MASK]", pad_token="[PAD]", unk_token="[UNK]")
+    tokenizer._tokenizer.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B [SEP]",
+        special_tokens=[("[CLS]", VOCAB.index("[CLS]")), ("[SEP]", VOCAB.index("[SEP]"))])
+    torch.manual_seed(seed)
+    config = BertConfig(vocab_size=len(VOCAB), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=128,
+                        hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout)
+    BertModel(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def make_llama(folder: Path, seed: int = 0) -> Path:
+    """A 2-layer Llama (hidden 64) with a word-level tokenizer over VOCAB."""
+    folder.mkdir(parents=True, exist_ok=True)
+    vocab = {tok: i for i, tok in enumerate(VOCAB)}
+    tokenizer = _word_tokenizer(PreTrainedTokenizerFast, bos_token="<s>", eos_token="</s>",
+                                pad_token="[PAD]", unk_token="[UNK]")
+    torch.manual_seed(seed)
+    config = LlamaConfig(vocab_size=len(VOCAB), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+                         bos_token_id=vocab["<s>"], eos_token_id=vocab["</s>"], pad_token_id=vocab["[PAD]"],
+                         tie_word_embeddings=False)
+    LlamaForCausalLM(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
