@@ -21,6 +21,7 @@ from lmadapt.models.task_model import TaskModel, build_task_model
 from lmadapt.train.checkpoint import trainable_state
 from lmadapt.train.config import TrainConfig
 from lmadapt.train.loop import TrainResult, train
+from lmadapt.utils import seed_everything
 
 
 @dataclass
@@ -39,6 +40,10 @@ class Adapted(Protocol):
     total_params: int
 
     def predict(self, texts: list[str], batch_size: int = 16) -> list[str]: ...
+
+    def scores(self, texts: list[str]) -> torch.Tensor:
+        """(N, L) label scores (classification); argmax is the prediction."""
+        ...
 
     def save(self, artifact_dir: Path) -> None: ...
 
@@ -66,6 +71,11 @@ class TaskModelAdapted:
     def predict(self, texts: list[str], batch_size: int = 16) -> list[str]:
         return self.tm.predict(texts, batch_size)
 
+    @torch.inference_mode()
+    def scores(self, texts: list[str]) -> torch.Tensor:
+        self.tm.model.eval()
+        return self.tm.label_scores(texts)
+
     def save(self, artifact_dir: Path) -> None:
         artifact_dir.mkdir(parents=True, exist_ok=True)
         if self.save_fn is not None:
@@ -74,7 +84,11 @@ class TaskModelAdapted:
 
 def task_model_for(task: Task, ctx: RunContext, need: tuple[str, ...] = ("encoder", "causal", "seq2seq"),
                    method: str = "") -> TaskModel:
-    """Load ctx.model for task; error in one line when the method cannot use that model kind."""
+    """Load ctx.model for task; error in one line when the method cannot use that model kind.
+
+    Seeds first, so new weights (e.g. a classifier head) start the same in every run.
+    """
+    seed_everything(ctx.train.seed)
     tm = build_task_model(ctx.model, task, ctx.train.max_length, ctx.train.max_new_tokens,
                           ctx.train.normalize_scores)
     if tm.kind not in need:

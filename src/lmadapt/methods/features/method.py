@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 from safetensors.numpy import load_file, save_file
 
 from lmadapt.data.task import Task
@@ -42,6 +43,9 @@ class LinearProbe:
         x = self.embedder.encode(texts, self.batch_size)  # (N, C)
         z = (x - self.weights["mean"]) / self.weights["scale"]
         return z @ self.weights["coef"].T + self.weights["intercept"]  # (N, K) or (N, 1) binary
+
+    def scores(self, texts: list[str]) -> torch.Tensor:
+        return torch.from_numpy(self.logits(texts))
 
     def predict(self, texts: list[str], batch_size: int = 32) -> list[str]:
         scores = self.logits(texts)
