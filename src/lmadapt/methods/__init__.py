@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 from lmadapt.errors import LmadaptError
+from lmadapt.methods.adapter import Adapter
 from lmadapt.methods.base import Adapted, Method, RunContext
 from lmadapt.methods.features import Features
 from lmadapt.methods.full import Full
 from lmadapt.methods.head import Head
+from lmadapt.methods.ia3 import IA3
 from lmadapt.methods.icl import ICL
+from lmadapt.methods.lora import Lora
+from lmadapt.methods.prefix import Prefix
+from lmadapt.methods.prompt import Prompt
+from lmadapt.methods.ptuning import Ptuning
+from lmadapt.methods.unipelt import Unipelt
 from lmadapt.methods.zero_shot import ZeroShot
 
 REGISTRY: dict[str, type] = {
@@ -16,6 +23,13 @@ REGISTRY: dict[str, type] = {
     "features": Features,
     "head": Head,
     "full": Full,
+    "lora": Lora,
+    "ia3": IA3,
+    "prefix": Prefix,
+    "ptuning": Ptuning,
+    "prompt": Prompt,
+    "adapter": Adapter,
+    "unipelt": Unipelt,
 }
 
 

@@ -1,0 +1,56 @@
+"""adapter: bottleneck adapters (Houlsby or Pfeiffer placement) + the classifier head for encoders."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from lmadapt.data.task import Task
+from lmadapt.methods.adapter.config import AdapterMethodConfig
+from lmadapt.methods.adapter.model import add_adapters
+from lmadapt.methods.base import (
+    RunContext,
+    TaskModelAdapted,
+    fitted,
+    load_trainable,
+    save_trainable,
+    task_model_for,
+    train_task_model,
+)
+from lmadapt.methods.head.method import head_modules
+from lmadapt.models.task_model import TaskModel
+from lmadapt.train.loop import TrainResult
+from lmadapt.utils import seed_everything
+
+
+def freeze_all_but_head(tm: TaskModel) -> None:
+    """Freeze the base model; an encoder's new classifier head stays trainable."""
+    tm.model.requires_grad_(False)
+    if tm.kind == "encoder":
+        for module in head_modules(tm):
+            module.requires_grad_(True)
+
+
+def build(tm: TaskModel, cfg: AdapterMethodConfig) -> None:
+    freeze_all_but_head(tm)
+    add_adapters(tm.model, cfg.adapter_placement, cfg.adapter_reduction, cfg.adapter_act)  # new → trainable
+
+
+class Adapter:
+    name = "adapter"
+    config_class = AdapterMethodConfig
+    summary = "bottleneck adapters after attention and/or FFN (Houlsby / Pfeiffer), base frozen"
+
+    def fit(self, train: Task, eval_task: Task | None, cfg: AdapterMethodConfig,
+            ctx: RunContext) -> tuple[TaskModelAdapted, TrainResult]:
+        tm = task_model_for(train, ctx, method=self.name)
+        seed_everything(ctx.train.seed)
+        build(tm, cfg)
+        adapted = fitted(tm, save_trainable)
+        return adapted, train_task_model(tm, train, eval_task, ctx, cfg.adapter_default_lr)
+
+    def load(self, artifact_dir: Path, task: Task, cfg: AdapterMethodConfig, ctx: RunContext) -> TaskModelAdapted:
+        tm = task_model_for(task, ctx, method=self.name)
+        build(tm, cfg)
+        load_trainable(tm, artifact_dir)
+        tm.model.eval()
+        return fitted(tm, save_trainable)

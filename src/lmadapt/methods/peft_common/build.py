@@ -1,0 +1,108 @@
+"""Fit and load a peft-backed method on a TaskModel; the artifact is an ordinary PEFT folder.
+
+`artifact/adapter/` is what `model.save_pretrained` writes (adapter_config.json +
+adapter_model.safetensors, with the classifier head under modules_to_save for encoders), so
+`peft.PeftModel.from_pretrained(base, "artifact/adapter")` loads it without lmadapt.
+
+Prompt-learning methods (prompt, ptuning) on causal LMs get two hooks, installed here and
+nowhere else, so the TaskModel's left-padded batches work unchanged:
+- peft drops `position_ids` for prompt/p-tuning (it prepends virtual-token embeddings); a
+  pre-hook on the HF model rebuilds them from the extended attention mask, so each row's real
+  tokens sit at positions n_virtual, n_virtual+1, ... whatever its padding;
+- peft returns logits for the virtual tokens too, (B, n_virtual + T, V); a hook on the
+  PeftModel keeps the last T, so label scoring lines up with input_ids.
+Prefix tuning needs neither: peft offsets the given position_ids by n_virtual itself.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from peft import PeftConfig, PeftModel, TaskType, get_peft_model
+
+from lmadapt.data.task import Task
+from lmadapt.errors import LmadaptError
+from lmadapt.methods.base import RunContext, TaskModelAdapted, fitted, task_model_for, train_task_model
+from lmadapt.models.scoring import position_ids_from_mask
+from lmadapt.models.task_model import TaskModel
+from lmadapt.train.loop import TrainResult
+from lmadapt.utils import seed_everything
+
+ADAPTER_DIR = "adapter"
+TASK_TYPES = {"encoder": TaskType.SEQ_CLS, "causal": TaskType.CAUSAL_LM, "seq2seq": TaskType.SEQ_2_SEQ_LM}
+
+# peft warns on every batch that it ignores position/token-type ids for prompt learning;
+# the hooks below handle positions, and BERT-style token types are all zero for one segment.
+warnings.filterwarnings("ignore", message="Position ids are not supported")
+warnings.filterwarnings("ignore", message="Token type ids are not supported")
+
+PeftConfigBuilder = Callable[[TaskModel, TaskType], PeftConfig]
+
+
+def _positions_from_mask(module: torch.nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+    """Forward pre-hook: position_ids from the (virtual-token-extended) attention mask."""
+    mask = kwargs.get("attention_mask")
+    if kwargs.get("position_ids") is None and mask is not None and mask.dim() == 2:
+        embeds = kwargs.get("inputs_embeds")
+        ids = kwargs.get("input_ids")
+        width = embeds.shape[1] if embeds is not None else ids.shape[1]
+        kwargs["position_ids"] = position_ids_from_mask(mask)[:, -width:]  # (B, T)
+    return args, kwargs
+
+
+def _trim_virtual_logits(module: torch.nn.Module, args: tuple, kwargs: dict, output: Any) -> Any:
+    """Forward hook: drop the logits of the virtual tokens, (B, P+T, V) → (B, T, V)."""
+    ids = kwargs.get("input_ids", args[0] if args else None)
+    logits = getattr(output, "logits", None)
+    if ids is not None and logits is not None and logits.dim() == 3 and logits.shape[1] > ids.shape[1]:
+        output.logits = logits[:, -ids.shape[1]:]
+    return output
+
+
+def install_prompt_hooks(model: PeftModel, kind: str) -> None:
+    """Make prompt/p-tuning causal LMs accept TaskModel batches (see the module docstring)."""
+    config = model.active_peft_config
+    if kind != "causal" or not config.is_prompt_learning or config.peft_type.value == "PREFIX_TUNING":
+        return
+    model.base_model.register_forward_pre_hook(_positions_from_mask, with_kwargs=True)
+    model.register_forward_hook(_trim_virtual_logits, with_kwargs=True)
+
+
+def save_adapter(tm: TaskModel, artifact_dir: Path) -> None:
+    """Write the PEFT folder artifact_dir/adapter (+ the tokenizer, for convenience)."""
+    folder = artifact_dir / ADAPTER_DIR
+    tm.model.save_pretrained(str(folder))
+    tm.tokenizer.save_pretrained(str(folder))
+
+
+def fit_peft(method: str, train: Task, eval_task: Task | None, ctx: RunContext,
+             build_config: PeftConfigBuilder, default_lr: float) -> tuple[TaskModelAdapted, TrainResult]:
+    """Wrap ctx.model with the peft config build_config makes, train it, return the adapted model."""
+    tm = task_model_for(train, ctx, method=method)
+    seed_everything(ctx.train.seed)  # adapter initialisation is part of the run's seed
+    config = build_config(tm, TASK_TYPES[tm.kind])
+    try:
+        tm.model = get_peft_model(tm.model, config)
+    except ValueError as err:
+        raise LmadaptError(f"{method}: {str(err).splitlines()[0][:200]}") from None
+    install_prompt_hooks(tm.model, tm.kind)
+    adapted = fitted(tm, save_adapter)
+    result = train_task_model(tm, train, eval_task, ctx, default_lr)
+    return adapted, result
+
+
+def load_peft(method: str, artifact_dir: Path, task: Task, ctx: RunContext) -> TaskModelAdapted:
+    """Rebuild the adapted model from artifact_dir/adapter (a plain PEFT folder)."""
+    folder = artifact_dir / ADAPTER_DIR
+    if not (folder / "adapter_config.json").exists():
+        raise LmadaptError(f"{folder} has no adapter_config.json; is this a {method} run folder?")
+    tm = task_model_for(task, ctx, method=method)
+    tm.model = PeftModel.from_pretrained(tm.model, str(folder), is_trainable=False)
+    install_prompt_hooks(tm.model, tm.kind)
+    tm.model.eval()
+    adapted = fitted(tm, save_adapter)
+    return adapted
