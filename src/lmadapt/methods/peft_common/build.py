@@ -26,7 +26,13 @@ from peft import PeftConfig, PeftModel, TaskType, get_peft_model
 
 from lmadapt.data.task import Task
 from lmadapt.errors import LmadaptError
-from lmadapt.methods.base import RunContext, TaskModelAdapted, fitted, task_model_for, train_task_model
+from lmadapt.methods.base import (
+    RunContext,
+    TaskModelAdapted,
+    fitted,
+    task_model_for,
+    train_task_model,
+)
 from lmadapt.models.scoring import position_ids_from_mask
 from lmadapt.models.task_model import TaskModel
 from lmadapt.train.loop import TrainResult

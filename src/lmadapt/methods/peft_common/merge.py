@@ -1,0 +1,42 @@
+"""Merge a LoRA / IA3 run into a plain HF model folder (peft merge_and_unload).
+
+LoRA: W ← W + (α/r) B A; (IA)³: W ← diag(l) W (K, V) or W diag(l_ff) (FFN). The merged folder
+loads with `AutoModelFor...from_pretrained` alone and gives the same outputs as base + adapter.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from peft import PeftModel
+
+from lmadapt.errors import LmadaptError
+from lmadapt.utils import atomic_dir
+
+MERGEABLE = ("lora", "ia3")
+WHY_NOT = {
+    "prefix": "prefix tuning adds key/value tokens, not a weight update",
+    "ptuning": "P-tuning adds virtual input tokens, not a weight update",
+    "prompt": "prompt tuning adds virtual input tokens, not a weight update",
+    "adapter": "bottleneck adapters add a non-linear branch, which no weight matrix can absorb",
+    "unipelt": "its gates depend on the input and its adapter/prefix parts are not weight updates",
+}
+
+
+def merge_run(run_dir: Path, out: Path) -> Path:
+    """Write run_dir's base model with its adapter merged in, as an HF model folder at out."""
+    from lmadapt.run import load_run, read_manifest
+
+    method = read_manifest(Path(run_dir))["method"]
+    if method not in MERGEABLE:
+        reason = WHY_NOT.get(method, "it has no adapter weights")
+        raise LmadaptError(f"cannot merge a {method!r} run: {reason}; only {', '.join(MERGEABLE)} runs merge")
+    adapted, _, _ = load_run(Path(run_dir), device="cpu")
+    model = adapted.tm.model
+    if not isinstance(model, PeftModel):
+        raise LmadaptError(f"{run_dir}: the loaded {method} model is not a PEFT model")
+    merged = model.merge_and_unload()
+    with atomic_dir(Path(out)) as work:
+        merged.save_pretrained(str(work), safe_serialization=True)
+        adapted.tm.tokenizer.save_pretrained(str(work))
+    return Path(out)
