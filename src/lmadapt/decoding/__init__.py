@@ -1,8 +1,10 @@
 """Generation with KV caches, and proxy-tuning's logit arithmetic (Liu et al., 2024).
 
-from lmadapt.decoding import GenerationConfig, ProxySource, generate
-texts = generate(ProxySource(base, expert, anti_expert, alpha=1.0, vocab_size=len(tok)),
-                 tok, ["Question: ..."], GenerationConfig(max_new_tokens=32))
+Example::
+
+    from lmadapt.decoding import GenerationConfig, ProxySource, generate
+    texts = generate(ProxySource(base, expert, anti_expert, alpha=1.0, vocab_size=len(tok)),
+                     tok, ["Question: ..."], GenerationConfig(max_new_tokens=32))
 """
 
 from lmadapt.decoding.config import GenerationConfig
