@@ -78,6 +78,29 @@ def embedder(models) -> Embedder:
     return Embedder(str(models["a"]), batch_size=16)
 
 
+def make_pdf(text: str) -> bytes:
+    """A minimal one-page PDF showing `text` in Helvetica (hand-written objects + xref)."""
+    stream = f"BT /F1 12 Tf 72 720 Td ({text}) Tj ET".encode()
+    objects = [
+        b"<< /Type /Catalog /Pages 2 0 R >>",
+        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R "
+        b"/Resources << /Font << /F1 5 0 R >> >> >>",
+        b"<< /Length %d >>\nstream\n" % len(stream) + stream + b"\nendstream",
+        b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
+    ]
+    out, offsets = b"%PDF-1.4\n", []
+    for number, body in enumerate(objects, start=1):
+        offsets.append(len(out))
+        out += b"%d 0 obj\n" % number + body + b"\nendobj\n"
+    xref = len(out)
+    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
+    out += b"".join(b"%010d 00000 n \n" % offset for offset in offsets)
+    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (
+        len(objects) + 1, xref)
+    return out
+
+
 def write_docs(folder: Path, n_files: int = 3, seed: int = 0) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     for i in range(n_files):
@@ -212,14 +235,17 @@ def test_empty_and_non_utf8_files_are_skipped_with_warning(tmp_path, embedder):
     (docs / "empty.md").write_text("  \n")
     (docs / "latin1.txt").write_bytes("caf\xe9 au lait".encode("latin-1"))
     (docs / "rows.jsonl").write_text('{"text": "one more day"}\n{broken\n')
+    (docs / "paper.pdf").write_bytes(make_pdf("the long day of many people"))
+    (docs / "broken.pdf").write_bytes(b"%PDF-1.4 not really")
     with pytest.warns(SkippedInputWarning) as record:
         index = VectorIndex.build(docs, embedder, tmp_path / "idx", chunk_tokens=16, overlap=4)
     messages = " | ".join(str(w.message) for w in record)
     assert "empty.md: empty file" in messages
     assert "latin1.txt: not valid UTF-8" in messages
     assert "rows.jsonl:2: not valid JSON" in messages
+    assert "broken.pdf: unreadable PDF" in messages
     assert {h.source for h in index.search(["one more day"], k=50)[0]} >= {
-        str(docs / "doc0.txt"), f"{docs / 'rows.jsonl'}:1"
+        str(docs / "doc0.txt"), f"{docs / 'rows.jsonl'}:1", f"{docs / 'paper.pdf'}#page=1"
     }
 
     bad = tmp_path / "bad"

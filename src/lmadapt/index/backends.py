@@ -87,10 +87,11 @@ def new_index(index_type: str, dim: int, train_vectors: np.ndarray) -> faiss.Ind
     nlist, m = ivfpq_shape(n_train, dim)
     quantizer = faiss.IndexFlatIP(dim)
     index = faiss.IndexIVFPQ(quantizer, dim, nlist, m, 8, faiss.METRIC_INNER_PRODUCT)
-    index.cp.niter = IVFPQ_TRAIN_ITERS  # coarse k-means
-    index.pq.cp.niter = IVFPQ_TRAIN_ITERS  # per-sub-space k-means
+    for clustering in (index.cp, index.pq.cp):  # coarse and per-sub-space k-means
+        clustering.niter = IVFPQ_TRAIN_ITERS
+        clustering.min_points_per_centroid = 1  # small corpora: train on what there is, quietly
     sample = train_vectors
-    max_train = 39 * nlist if nlist > 1 else n_train  # enough for k-means, no more
+    max_train = max(39 * nlist, 256 * 256)  # what both k-means use at most; skip the rest
     if n_train > max_train:
         rows = np.random.default_rng(0).choice(n_train, size=max_train, replace=False)
         sample = train_vectors[np.sort(rows)]

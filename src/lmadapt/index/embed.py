@@ -35,7 +35,8 @@ def resolve_embedder(model_ref: str) -> tuple[str, Path | str]:
     except ImportError:
         return model_ref, model_ref
     try:
-        return model_ref, Path(resolve_model(model_ref))
+        resolved = str(resolve_model(model_ref))
+        return model_ref, Path(resolved) if Path(resolved).is_dir() else resolved
     except LmadaptError:
         raise
     except Exception:  # not a known pull name: let transformers try it as a hub id

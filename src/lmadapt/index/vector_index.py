@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sqlite3
 import tempfile
 import time
 import uuid
@@ -136,14 +137,21 @@ class VectorIndex:
 
     def __init__(self, path: Path, meta: dict, embedder: Embedder | None = None) -> None:
         self.path = path
-        self.meta = meta
         self._embedder = embedder
-        vectors_file, chunks_file = _files(path, meta["generation"])
+        self._load(meta)
+
+    def _load(self, meta: dict) -> None:
+        """Read the FAISS file and open the chunk table of the generation `meta` names."""
+        vectors_file, chunks_file = _files(self.path, meta["generation"])
         try:
             self.faiss_index = faiss.read_index(str(vectors_file))
             self.store = ChunkStore(chunks_file)
-        except RuntimeError:
-            raise LmadaptError(f"index {path} is damaged ({vectors_file.name} unreadable); rebuild it") from None
+        except (RuntimeError, sqlite3.Error):
+            raise LmadaptError(
+                f"index {self.path} is damaged ({vectors_file.name} or {chunks_file.name} "
+                "unreadable); rebuild it with `lmadapt index build`"
+            ) from None
+        self.meta = meta
         apply_search_params(self.faiss_index, SearchParams(**meta["search"]))
 
     # ---- creating -------------------------------------------------------------------------------
@@ -229,7 +237,7 @@ class VectorIndex:
 
         meta = _commit(self.path, write)
         self.store.close()
-        self.__init__(self.path, meta, embedder)
+        self._load(meta)
         return len(new)
 
     # ---- querying -------------------------------------------------------------------------------
