@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import bz2
 import json
+import os
 import zipfile
 from pathlib import Path
 
@@ -302,3 +303,14 @@ def test_cli_prints_path_last_and_lists(home: Path) -> None:
     assert listing.exit_code == 0 and "rotten-tomatoes" in listing.stdout
     failed = runner.invoke(cli.pull_app, ["model", "nope"])
     assert failed.exit_code == 1 and "unknown model 'nope'" in failed.output
+
+
+def test_leftovers_of_dead_pulls_are_swept(home: Path) -> None:
+    data = home / "data"
+    dead, alive = data / ".tmp-rotten-tomatoes-dead", data / ".tmp-rotten-tomatoes-alive"
+    for folder, pid in ((dead, 2**22 + 1), (alive, os.getpid())):  # 2**22+1: above pid_max
+        folder.mkdir(parents=True)
+        (folder / "owner.json").write_text(json.dumps({"name": "rotten-tomatoes", "pid": pid}))
+    pull.pull_data("rotten-tomatoes")
+    assert not dead.exists()  # its process is gone (e.g. killed -9 mid-pull)
+    assert alive.exists()  # a pull still running elsewhere is left alone
