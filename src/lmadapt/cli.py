@@ -18,6 +18,15 @@ from lmadapt.methods import REGISTRY, get_method
 from lmadapt.models.load import ModelSpec
 from lmadapt.train.config import TrainConfig
 
+def _quiet_transformers() -> None:
+    """Library chatter (weight-loading bars, load reports) hides our own output; keep errors only."""
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+
+
+_quiet_transformers()
 app = typer.Typer(help="Adapt a pretrained language model to your task by every common method, "
                        "and compare them side by side.", no_args_is_help=True,
                   pretty_exceptions_enable=False, add_completion=False)

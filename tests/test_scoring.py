@@ -1,0 +1,49 @@
+"""Parity: our label log-likelihood scoring equals a hand computation from the logits."""
+
+from __future__ import annotations
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from lmadapt.models.scoring import classify_by_likelihood, score_continuations
+
+
+def _hand_logprob(model, tokenizer, prompt: str, continuation: str) -> tuple[float, int]:
+    """log p(continuation | prompt) from one unpadded forward pass, token by token."""
+    prompt_ids = tokenizer(prompt)["input_ids"]
+    cont_ids = tokenizer(continuation, add_special_tokens=False)["input_ids"]
+    ids = torch.tensor([prompt_ids + cont_ids])
+    with torch.no_grad():
+        logits = model(input_ids=ids).logits[0]  # (T, V)
+    total = 0.0
+    for offset, token in enumerate(cont_ids):
+        position = len(prompt_ids) + offset  # the token's index; predicted from position - 1
+        total += torch.log_softmax(logits[position - 1], dim=-1)[token].item()
+    return total, len(cont_ids)
+
+
+def test_scoring_matches_hand_computation(tiny_llama):
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama).eval()
+    tokenizer = AutoTokenizer.from_pretrained(tiny_llama)
+    tokenizer.padding_side = "left"
+    prompts = ["the movie was good\nAnswer:", "a dull plot\nAnswer:", "the acting is very quite lovely and the story\nAnswer:"]
+    conts = [" positive", " negative neutral", " yes"]
+    ours = score_continuations(model, tokenizer, prompts, conts, max_length=64, batch_size=2)
+    ours_norm = score_continuations(model, tokenizer, prompts, conts, max_length=64, normalize=True)
+    for i, (p, c) in enumerate(zip(prompts, conts, strict=True)):
+        expected, n = _hand_logprob(model, tokenizer, p, c)
+        assert abs(ours[i].item() - expected) < 1e-4
+        assert abs(ours_norm[i].item() - expected / n) < 1e-4
+
+
+def test_classify_by_likelihood_shape_and_argmax(tiny_llama):
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama).eval()
+    tokenizer = AutoTokenizer.from_pretrained(tiny_llama)
+    tokenizer.padding_side = "left"
+    labels = ["positive", "negative", "neutral"]
+    prompts = ["good film\nAnswer:", "bad film\nAnswer:"]
+    scores = classify_by_likelihood(model, tokenizer, prompts, labels, " ", max_length=64)
+    assert scores.shape == (2, 3)
+    for i, prompt in enumerate(prompts):
+        for j, label in enumerate(labels):
+            assert abs(scores[i, j].item() - _hand_logprob(model, tokenizer, prompt, " " + label)[0]) < 1e-4
