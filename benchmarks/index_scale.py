@@ -46,6 +46,21 @@ def random_unit_vectors(n: int, dim: int, seed: int) -> np.ndarray:
     return out
 
 
+def clustered_unit_vectors(n: int, dim: int, seed: int, n_centres: int) -> np.ndarray:
+    """(n, dim) unit vectors around `n_centres` random centres: closer to real embeddings, which
+    sit on a clumpy, low-dimensional set. Corpus and queries share the centres (fixed seed)."""
+    centres = random_unit_vectors(n_centres, dim, seed=7)
+    rng = np.random.default_rng(seed)
+    out = np.empty((n, dim), dtype=np.float32)
+    for start in range(0, n, 100_000):
+        size = min(100_000, n - start)
+        block = centres[rng.integers(0, len(centres), size)]  # (size, dim)
+        block = block + 0.05 * rng.standard_normal((size, dim), dtype=np.float32)
+        block /= np.linalg.norm(block, axis=1, keepdims=True)
+        out[start : start + size] = block
+    return out
+
+
 def exact_neighbours(base: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
     """(Q, k) ids of the true top-k inner products."""
     exact = faiss.IndexFlatIP(base.shape[1])
@@ -133,27 +148,35 @@ def main() -> None:
                         help="queries timed one at a time for p50/p99")
     parser.add_argument("--threads", type=int, default=0, help="faiss threads (0 = all cores)")
     parser.add_argument("--seed", type=int, default=0, help="random seed for data and queries")
-    parser.add_argument("--out", default="index_scale.json", help="where to write the JSON results")
+    parser.add_argument("--data", choices=("random", "clustered"), default="random",
+                        help="random: i.i.d. Gaussian (hardest case); clustered: n/100 centres")
+    parser.add_argument("--out", default="index_scale.json",
+                        help="where to write the JSON results (rewritten after every row)")
     args = parser.parse_args()
     if args.threads:
         faiss.omp_set_num_threads(args.threads)
-    queries = random_unit_vectors(args.recall_queries, args.dim, seed=args.seed + 1)
     print(HEADER, flush=True)
     rows: list[dict] = []
+    result = {
+        "rows": rows, "data": args.data, "dim": args.dim, "k": K,
+        "recall_queries": args.recall_queries, "latency_queries": args.latency_queries,
+        "faiss": faiss.__version__, "threads": faiss.omp_get_max_threads(),
+        "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+    }
     for n in [int(s) for s in args.sizes.split(",")]:
-        base = random_unit_vectors(n, args.dim, seed=args.seed)
+        if args.data == "clustered":
+            base = clustered_unit_vectors(n, args.dim, args.seed, n_centres=n // 100)
+            queries = clustered_unit_vectors(args.recall_queries, args.dim, args.seed + 1,
+                                             n_centres=n // 100)
+        else:
+            base = random_unit_vectors(n, args.dim, seed=args.seed)
+            queries = random_unit_vectors(args.recall_queries, args.dim, seed=args.seed + 1)
         truth = exact_neighbours(base, queries, K)
         for index_type in args.types.split(","):
             rows += bench_one(index_type, base, queries, truth, args.latency_queries)
+            with open(args.out, "w") as f:  # keep partial results if a long run is stopped
+                json.dump(result, f, indent=2)
         del base
-    result = {
-        "rows": rows, "dim": args.dim, "k": K, "recall_queries": args.recall_queries,
-        "latency_queries": args.latency_queries, "faiss": faiss.__version__,
-        "threads": faiss.omp_get_max_threads(), "cpu": platform.processor() or platform.machine(),
-        "cores": os.cpu_count(),
-    }
-    with open(args.out, "w") as f:
-        json.dump(result, f, indent=2)
     print("\n" + HEADER)
     for row in rows:
         print(format_row(row))

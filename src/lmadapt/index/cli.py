@@ -56,8 +56,8 @@ def build(
     embedder: str = typer.Option(DEFAULT_EMBEDDER,
                                  help="Embedder: pull name, local model folder or hub id."),
     index_type: str = typer.Option(
-        "flat", help=f"One of {', '.join(INDEX_TYPES)}: flat is exact (best up to ~1M chunks); "
-        "hnsw is faster on large corpora; ivfpq uses ~30x less memory but is approximate."),
+        "flat", help=f"One of {', '.join(INDEX_TYPES)}: flat is exact (best up to ~100k chunks); "
+        "hnsw is faster on large corpora; ivfpq uses ~20x less memory but is approximate."),
     chunk_tokens: int = typer.Option(
         None, help=f"Chunk length in embedder tokens [default: {DEFAULT_CHUNK_TOKENS}, or the "
         "embedder's limit if smaller]."),
