@@ -26,6 +26,7 @@ from lmadapt.methods.ptuning.method import ptuning_config
 from lmadapt.models.load import ModelSpec, count_params
 from lmadapt.run import load_run, tune
 from lmadapt.train.config import TrainConfig
+from lmadapt.utils import seed_everything
 
 TRAIN = TrainConfig(epochs=1, batch_size=8, lr=3e-2, eval_each_epoch=False, warmup_ratio=0.0,
                     max_train_examples=32, max_eval_examples=8)
@@ -166,3 +167,41 @@ def test_adapter_set_switches_and_disables(lora_runs, tiny_llama, tasks, tmp_pat
     assert not torch.allclose(a, base_logits)
     with pytest.raises(LmadaptError, match="no adapter named"):
         adapters.use("c")
+
+
+# ---- the common matrix for the seven PEFT-suite methods ------------------------------------
+# tests/test_matrix.py matches every parameter to a base value by name, which wrapped modules
+# (base_layer, lora_A, adapters) do not have; this matrix maps wrapped names back instead.
+MATRIX = [(m, f) for m in ("lora", "ia3", "ptuning", "prompt", "adapter", "unipelt")
+          for f in ("tiny_bert", "tiny_llama")] + [("prefix", "tiny_llama")]
+QUICK = TrainConfig(epochs=1, batch_size=8, lr=3e-2, eval_each_epoch=False, warmup_ratio=0.0)
+WRAPPERS = ("base_model.model.", ".base_layer", ".base.", ".modules_to_save.default", ".original_module")
+
+
+def _base_name(name: str) -> str:
+    for piece in WRAPPERS:
+        name = name.replace(piece, "." if piece.endswith(".") and piece.startswith(".") else "")
+    return name
+
+
+@pytest.mark.parametrize("method,fixture", MATRIX, ids=[f"{m}-{f.removeprefix('tiny_')}" for m, f in MATRIX])
+def test_peft_matrix(method, fixture, tasks, request, tmp_path):
+    """Frozen weights unchanged, save → load identical, adapted ≠ base."""
+    spec = ModelSpec(str(request.getfixturevalue(fixture)))
+    train_task, eval_task = tasks[0].subsample(16, 0), tasks[1].subsample(8, 0)
+    texts = eval_task.texts()[:6]
+    base_tm = task_model_for(train_task, RunContext(spec, QUICK, tmp_path))
+    base_params = {n: p.detach().clone() for n, p in base_tm.model.named_parameters()}
+    with torch.no_grad():
+        base_scores = base_tm.label_scores(texts)
+    record = tune(method, spec, train_task, eval_task, _cfg(method), QUICK, tmp_path / "run")
+    assert record.trainable_params > 0 and record.artifact_bytes > 0
+    loaded, _, _ = load_run(tmp_path / "run")
+    seed_everything(QUICK.seed)  # as tune does before fit
+    fresh, _ = get_method(method).fit(train_task, eval_task, _cfg(method), RunContext(spec, QUICK, tmp_path / "b"))
+    torch.testing.assert_close(loaded.scores(texts), fresh.scores(texts), rtol=1e-4, atol=1e-4)
+    for name, param in fresh.tm.model.named_parameters():
+        key = _base_name(name)
+        if not param.requires_grad and key in base_params:
+            assert torch.equal(param.detach(), base_params[key]), f"frozen {name} changed"
+    assert not torch.allclose(loaded.scores(texts), base_scores, atol=1e-5)
