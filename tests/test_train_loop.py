@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from tiny import make_bert, toy_rows, write_jsonl
 
 from lmadapt.data import DataSpec, load_task
 from lmadapt.errors import LmadaptError
@@ -20,6 +19,7 @@ from lmadapt.models.load import ModelSpec
 from lmadapt.train.checkpoint import latest_checkpoint
 from lmadapt.train.config import TrainConfig
 from lmadapt.train.loop import train
+from tiny import make_bert, toy_rows, write_jsonl
 
 
 @pytest.fixture(scope="module")

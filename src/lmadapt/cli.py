@@ -204,11 +204,14 @@ def list_methods() -> None:
 
 @app.command()
 def demo(out: OutOpt = Path("demo-out"),
-         quick: Annotated[bool, typer.Option(help="a smaller subset (about 2 minutes)")] = False) -> None:
+         quick: Annotated[bool, typer.Option(help="a smaller subset (about 2 minutes)")] = False,
+         methods: Annotated[str, typer.Option(help="comma-separated subset of methods (default: all)")] = "") -> None:
     """Pull MiniLM, SmolLM2 and a real dataset, then compare every method; prints the table."""
+    from lmadapt.compare import parse_method_list
     from lmadapt.demo import run_demo
 
-    run_demo(out, quick)
+    names = [m for m, _ in parse_method_list(methods)] if methods else None
+    run_demo(out, quick, names)
 
 
 def _mount_subapps() -> None:

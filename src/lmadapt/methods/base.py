@@ -52,6 +52,7 @@ class Method(Protocol):
     name: ClassVar[str]
     config_class: ClassVar[type]
     summary: ClassVar[str]
+    model_kinds: ClassVar[tuple[str, ...]]  # encoder / causal / seq2seq models it can use
 
     def fit(self, train: Task, eval_task: Task | None, cfg: Any, ctx: RunContext
             ) -> tuple[Adapted, TrainResult | None]: ...

@@ -42,10 +42,12 @@ def continuation_logprobs(logits: torch.Tensor, input_ids: torch.Tensor,
                           n_cont: list[int]) -> torch.Tensor:
     """Sum of log p(token_t | tokens_<t) over each row's last n_cont tokens (left-padded rows).
 
-    logits: (B, T, V) for input_ids (B, T). Returns (B,).
+    logits: (B, K, V) for the last K positions of input_ids (B, T), K <= T (K = T: all of them).
+    Returns (B,).
     """
-    logprobs = torch.log_softmax(logits[:, :-1].float(), dim=-1)  # (B, T-1, V): predicts t+1
-    targets = input_ids[:, 1:].unsqueeze(-1)  # (B, T-1, 1)
+    keep = logits.shape[1]
+    logprobs = torch.log_softmax(logits[:, :-1].float(), dim=-1)  # (B, K-1, V): predicts t+1
+    targets = input_ids[:, input_ids.shape[1] - keep + 1:].unsqueeze(-1)  # (B, K-1, 1)
     token_lp = logprobs.gather(-1, targets).squeeze(-1)  # (B, T-1)
     width = token_lp.shape[1]
     positions = torch.arange(width, device=token_lp.device).unsqueeze(0)  # (1, T-1)
@@ -59,6 +61,23 @@ def position_ids_from_mask(mask: torch.Tensor) -> torch.Tensor:
     return (mask.cumsum(dim=1) - 1).clamp(min=0)
 
 
+def forward_last(model: torch.nn.Module, ids: torch.Tensor, mask: torch.Tensor, keep: int) -> torch.Tensor:
+    """Logits of the last `keep` positions, (B, keep, V); skips the LM head elsewhere when the
+    model supports `logits_to_keep` (most HF causal LMs do)."""
+    kwargs = {"input_ids": ids, "attention_mask": mask, "position_ids": position_ids_from_mask(mask)}
+    try:
+        logits = model(**kwargs, logits_to_keep=keep).logits
+    except TypeError:
+        logits = model(**kwargs).logits
+    return logits[:, -keep:]
+
+
+def _batches_by_length(lengths: list[int], batch_size: int) -> list[list[int]]:
+    """Indices grouped into batches of similar length (less padding), longest first."""
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+
+
 @torch.inference_mode()
 def score_continuations(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase,
                         prompts: list[str], continuations: list[str], max_length: int,
@@ -66,19 +85,30 @@ def score_continuations(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBa
     """log p(continuation_i | prompt_i) for each pair i; mean per token when normalize."""
     device = next(model.parameters()).device
     pairs = [encode_pair(tokenizer, p, c, max_length) for p, c in zip(prompts, continuations, strict=True)]
-    scores = []
-    for start in range(0, len(pairs), batch_size):
-        chunk = pairs[start:start + batch_size]
-        ids, mask = pad_left([ids for ids, _ in chunk], tokenizer.pad_token_id)
-        ids, mask = ids.to(device), mask.to(device)
-        logits = model(input_ids=ids, attention_mask=mask,
-                       position_ids=position_ids_from_mask(mask)).logits  # (B, T, V)
-        n_cont = [n for _, n in chunk]
-        lp = continuation_logprobs(logits, ids, n_cont)
+    scores = torch.zeros(len(pairs))
+    for batch in _batches_by_length([len(ids) for ids, _ in pairs], batch_size):
+        ids, mask = pad_left([pairs[i][0] for i in batch], tokenizer.pad_token_id)
+        n_cont = [pairs[i][1] for i in batch]
+        logits = forward_last(model, ids.to(device), mask.to(device), max(n_cont) + 1)  # (B, K, V)
+        lp = continuation_logprobs(logits, ids.to(device), n_cont).cpu()
         if normalize:
-            lp = lp / torch.tensor(n_cont, device=lp.device)
-        scores.append(lp.cpu())
-    return torch.cat(scores)
+            lp = lp / torch.tensor(n_cont)
+        scores[batch] = lp.float()
+    return scores
+
+
+@torch.inference_mode()
+def score_single_tokens(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, prompts: list[str],
+                        token_ids: list[int], max_length: int, batch_size: int = 16) -> torch.Tensor:
+    """(N, L) log p(token_l | prompt_n): one forward per prompt when every label is one token."""
+    device = next(model.parameters()).device
+    encoded = [tokenizer(p, add_special_tokens=True)["input_ids"][-(max_length - 1):] for p in prompts]
+    scores = torch.zeros(len(prompts), len(token_ids))
+    for batch in _batches_by_length([len(e) for e in encoded], batch_size):
+        ids, mask = pad_left([encoded[i] for i in batch], tokenizer.pad_token_id)
+        logits = forward_last(model, ids.to(device), mask.to(device), 1)[:, -1]  # (B, V)
+        scores[batch] = torch.log_softmax(logits.float(), dim=-1)[:, token_ids].cpu()
+    return scores
 
 
 def classify_by_likelihood(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase,
@@ -86,6 +116,9 @@ def classify_by_likelihood(model: torch.nn.Module, tokenizer: PreTrainedTokenize
                            max_length: int, batch_size: int = 16,
                            normalize: bool = False) -> torch.Tensor:
     """(N, L) label log-likelihoods for N prompts and L candidate labels."""
+    label_ids = [tokenizer(label_prefix + label, add_special_tokens=False)["input_ids"] for label in labels]
+    if all(len(ids) == 1 for ids in label_ids):  # same token layout as encode_pair, L times cheaper
+        return score_single_tokens(model, tokenizer, prompts, [ids[0] for ids in label_ids], max_length, batch_size)
     flat_prompts = [p for p in prompts for _ in labels]
     flat_labels = [label_prefix + label for _ in prompts for label in labels]
     scores = score_continuations(model, tokenizer, flat_prompts, flat_labels, max_length,

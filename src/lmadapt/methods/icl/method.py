@@ -74,10 +74,11 @@ def _embedder(tm: TaskModel, cfg: ICLConfig, ctx: RunContext) -> FrozenEmbedder 
 class ICL:
     name = "icl"
     config_class = ICLConfig
+    model_kinds = ("causal", "seq2seq")
     summary = "k demonstrations in the prompt"
 
     def _adapt(self, task: Task, pool: list[Example], cfg: ICLConfig, ctx: RunContext) -> TaskModelAdapted:
-        tm = task_model_for(task, ctx, need=("causal", "seq2seq"), method=self.name)
+        tm = task_model_for(task, ctx, need=self.model_kinds, method=self.name)
         tm.prompt_builder = DemoPrompter(tm, pool, cfg, _embedder(tm, cfg, ctx), ctx.train.seed)
 
         def save(tm: TaskModel, artifact_dir: Path) -> None:

@@ -12,11 +12,12 @@ from lmadapt.methods.zero_shot.config import ZeroShotConfig
 class ZeroShot:
     name = "zero-shot"
     config_class = ZeroShotConfig
+    model_kinds = ("causal", "seq2seq")
     summary = "prompt template only; no training"
 
     def fit(self, train: Task, eval_task: Task | None, cfg: ZeroShotConfig,
             ctx: RunContext) -> tuple[TaskModelAdapted, None]:
-        tm = task_model_for(train, ctx, need=("causal", "seq2seq"), method=self.name)
+        tm = task_model_for(train, ctx, need=self.model_kinds, method=self.name)
         adapted = fitted(tm)
         adapted.trainable_params = 0
         return adapted, None
