@@ -24,6 +24,7 @@ CASES = [
     ("zero-shot", "tiny_llama", {}, False),
     ("icl", "tiny_llama", {"shots": 2}, False),
     ("icl", "tiny_llama", {"shots": 2, "selection": "nearest"}, False),
+    ("rag", "tiny_llama", {"rag_embedder": "", "rag_k": 2}, False),
     ("features", "tiny_bert", {"cv_folds": 2}, False),
     ("features", "tiny_llama", {"cv_folds": 2}, False),
     ("head", "tiny_bert", {}, True),

@@ -73,6 +73,7 @@ def tune(method: str, model: ModelSpec, train_task: Task, eval_task: Task, metho
         with PeakMemory() as memory:
             adapted, result = impl.fit(train_task, eval_task, method_cfg, ctx)
             evaluation = evaluate(adapted, eval_task, train_cfg.eval_batch_size, train_cfg.seed)
+            extra = adapted.figures(eval_task) if hasattr(adapted, "figures") else {}
         adapted.save(work / "artifact")
         atomic_write_text(work / MANIFEST, json.dumps(_manifest(method, method_cfg, model, train_cfg, train_task), indent=2))
         _write_jsonl(work / "predictions.jsonl", [
@@ -94,7 +95,7 @@ def tune(method: str, model: ModelSpec, train_task: Task, eval_task: Task, metho
             eval_latency_ms=1000 * evaluation.seconds / max(1, len(evaluation.predictions)),
             final_loss=result.losses[-1] if result and result.losses else None,
             hardware=hardware(), created=time.strftime("%Y-%m-%dT%H:%M:%S"),
-            config={"method": asdict(method_cfg), "train": asdict(train_cfg)})
+            config={"method": asdict(method_cfg), "train": asdict(train_cfg)}, extra=extra)
         record.write(work / "record.json")
         RunStore(work / "runs.sqlite").add(record)
     if store is not None:

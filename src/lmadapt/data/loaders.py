@@ -25,6 +25,7 @@ class DataSpec:
     kind: str = "auto"  # classification | generation | auto (label field → classification)
     labels: tuple[str, ...] = ()  # fixed label set; inferred from the train data when empty
     template: str = ""  # prompt template with a {text} slot; a per-kind default when empty
+    source_field: str = "source"  # optional gold-source field (rag's recall@k); absent = none
 
 
 def _rows_jsonl(path: Path) -> Iterator[tuple[int, dict]]:
@@ -116,7 +117,9 @@ def load_task(path: str | Path, spec: DataSpec | None = None, name: str | None =
         target_field = spec.label_field if kind == "classification" else spec.output_field
         text = _field(row, spec.input_field, where)
         target = _field(row, target_field, where).strip()
-        examples.append(Example(text=text, target=target, source=where))
+        gold = row.get(spec.source_field)
+        examples.append(Example(text=text, target=target, source=where,
+                                gold_source=str(gold) if gold is not None else ""))
     if not examples:
         raise LmadaptError(f"{path}: no examples; the file is empty")
     return Task(name=name or path.stem, kind=kind, examples=examples,

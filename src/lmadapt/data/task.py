@@ -25,6 +25,7 @@ class Example:
     text: str
     target: str
     source: str = ""  # "file:line" for error messages
+    gold_source: str = ""  # optional: where the answer lives (retrieval recall@k for rag)
 
 
 @dataclass

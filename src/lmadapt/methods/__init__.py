@@ -14,12 +14,14 @@ from lmadapt.methods.lora import Lora
 from lmadapt.methods.prefix import Prefix
 from lmadapt.methods.prompt import Prompt
 from lmadapt.methods.ptuning import Ptuning
+from lmadapt.methods.rag import Rag
 from lmadapt.methods.unipelt import Unipelt
 from lmadapt.methods.zero_shot import ZeroShot
 
 REGISTRY: dict[str, type] = {
     "zero-shot": ZeroShot,
     "icl": ICL,
+    "rag": Rag,
     "features": Features,
     "head": Head,
     "full": Full,

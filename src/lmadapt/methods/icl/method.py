@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 
 from lmadapt.data.task import Example, Task
+from lmadapt.index import Embedder, MemoryIndex
 from lmadapt.methods.base import RunContext, TaskModelAdapted, fitted, task_model_for
 from lmadapt.methods.icl.config import ICLConfig
 from lmadapt.models.embed import FrozenEmbedder
-from lmadapt.models.load import ModelSpec
 from lmadapt.models.task_model import TaskModel, context_window
 
 
@@ -20,12 +20,12 @@ class DemoPrompter:
     """Builds `demo_1 … demo_k + prompt(text)` within a token budget (most similar demo last)."""
 
     def __init__(self, tm: TaskModel, pool: list[Example], cfg: ICLConfig,
-                 embedder: FrozenEmbedder | None, seed: int) -> None:
+                 embedder: FrozenEmbedder | Embedder | None, seed: int) -> None:
         self.tm, self.pool, self.cfg, self.embedder = tm, pool, cfg, embedder
         self.fixed = random.Random(seed).sample(pool, min(cfg.shots, len(pool)))
-        self.pool_vecs = None
+        self.index: MemoryIndex | None = None  # exact cosine search over the pool's embeddings
         if cfg.selection == "nearest" and embedder is not None:
-            self.pool_vecs = _normalize(embedder.encode([ex.text for ex in pool], progress=True))
+            self.index = MemoryIndex(_normalize(embedder.encode([ex.text for ex in pool], progress=True)))
         label_tokens = max(len(tm.tokenizer(tm.task.label_prefix + label, add_special_tokens=False)["input_ids"])
                            for label in (tm.task.labels or ["x" * 16]))
         window = context_window(tm.model, tm.tokenizer)
@@ -37,12 +37,10 @@ class DemoPrompter:
 
     def choose(self, text: str) -> list[Example]:
         """Demonstrations for one input, least similar first."""
-        if self.pool_vecs is None:
+        if self.index is None:
             return self.fixed
-        query = _normalize(self.embedder.encode([text]))[0]  # (C,)
-        sims = self.pool_vecs @ query  # (P,)
-        top = np.argsort(-sims)[: self.cfg.shots]
-        return [self.pool[i] for i in top[::-1]]
+        _, top = self.index.nearest(_normalize(self.embedder.encode([text])), self.cfg.shots)  # (1, k)
+        return [self.pool[i] for i in top[0][::-1]]
 
     def __call__(self, text: str) -> str:
         query = self.tm.task.prompt(text)
@@ -62,11 +60,11 @@ def _normalize(vecs: np.ndarray) -> np.ndarray:
     return vecs / np.linalg.norm(vecs, axis=1, keepdims=True).clip(min=1e-12)
 
 
-def _embedder(tm: TaskModel, cfg: ICLConfig, ctx: RunContext) -> FrozenEmbedder | None:
+def _embedder(tm: TaskModel, cfg: ICLConfig, ctx: RunContext) -> FrozenEmbedder | Embedder | None:
     if cfg.selection != "nearest":
         return None
-    if cfg.embedder:
-        return FrozenEmbedder(ModelSpec(model=cfg.embedder, device=ctx.model.device), "auto")
+    if cfg.embedder:  # a named sentence embedder (lmadapt.index), e.g. minilm
+        return Embedder(cfg.embedder, device=str(ctx.model.torch_device()))
     backbone = tm.model.base_model if tm.kind == "causal" else tm.model.get_encoder()
     return FrozenEmbedder.from_backbone(backbone, tm.tokenizer, tm.kind, "last" if tm.kind == "causal" else "mean")
 
