@@ -107,6 +107,11 @@ def _infer_kind(first: dict, spec: DataSpec, path: Path) -> str:
 
 def load_task(path: str | Path, spec: DataSpec | None = None, name: str | None = None) -> Task:
     """Read a data file into a Task, validating every row."""
+    from lmadapt.data.rationale import maybe_rationale_task
+
+    # Distilling Step-by-Step data: DIR:SPLIT (release layout) or input/label/rationale JSONL
+    if (rationale_task := maybe_rationale_task(path, name)) is not None:
+        return rationale_task
     spec = spec or DataSpec()
     path = Path(path)
     examples: list[Example] = []
