@@ -31,6 +31,7 @@ CASES = [
     ("head", "tiny_llama", {"unfreeze_last": 1}, True),
     ("full", "tiny_bert", {}, True),
     ("full", "tiny_llama", {}, True),
+    ("proxy", "tiny_llama", {"expert_method": "full"}, True),  # proxy_small empty: the model is also M-
 ]
 TRAIN = TrainConfig(epochs=1, batch_size=8, lr=3e-3, eval_each_epoch=False, warmup_ratio=0.0)
 

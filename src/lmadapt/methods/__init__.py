@@ -13,6 +13,7 @@ from lmadapt.methods.icl import ICL
 from lmadapt.methods.lora import Lora
 from lmadapt.methods.prefix import Prefix
 from lmadapt.methods.prompt import Prompt
+from lmadapt.methods.proxy import Proxy
 from lmadapt.methods.ptuning import Ptuning
 from lmadapt.methods.rag import Rag
 from lmadapt.methods.unipelt import Unipelt
@@ -32,6 +33,7 @@ REGISTRY: dict[str, type] = {
     "prompt": Prompt,
     "adapter": Adapter,
     "unipelt": Unipelt,
+    "proxy": Proxy,
 }
 
 

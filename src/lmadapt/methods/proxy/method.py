@@ -1,0 +1,195 @@
+"""proxy: proxy-tuning (Liu et al., 2024, arXiv 2401.08565, §2 Eq. 1) as a tune/compare method.
+
+A small model M- is tuned on the task with the shared loop into the expert M+ (LoRA by default,
+or every weight); the large base M is never trained. At every position the base is steered by
+the expert's difference from its untuned self:
+
+    p(x_t | x_<t) = softmax( s_M(x_<t) + alpha * (s_M+(x_<t) - s_M-(x_<t)) )      (Eq. 1)
+
+Classification scores each label by its log-likelihood under that distribution; generation
+decodes greedily from it (lmadapt.decoding). With LoRA, M+ and M- are ONE model with the
+adapter on/off (`SharedLoraProxySource`); with `full`, M- is a second, untuned copy.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+from peft import PeftModel
+
+from lmadapt.data.task import Task
+from lmadapt.decoding import (
+    GenerationConfig,
+    LogitSource,
+    ProxySource,
+    SharedLoraProxySource,
+    check_tokenizers_match,
+    generate,
+    sequence_logprobs,
+)
+from lmadapt.decoding.engine import left_pad, pad_id_of, position_ids_for
+from lmadapt.errors import LmadaptError
+from lmadapt.eval.metrics import score_predictions
+from lmadapt.methods.base import RunContext, task_model_for
+from lmadapt.methods.full import Full, FullConfig
+from lmadapt.methods.lora import Lora, LoraMethodConfig
+from lmadapt.methods.proxy.config import ProxyConfig
+from lmadapt.models.load import (
+    count_params,
+    load_config,
+    load_tokenizer,
+    model_kind,
+    resolve_model_ref,
+)
+from lmadapt.models.task_model import TaskModel
+from lmadapt.train.loop import TrainResult
+from lmadapt.utils import atomic_write_text
+
+ARTIFACT = "proxy.json"
+EXPERT_DIR = "expert"
+
+
+@torch.inference_mode()
+def next_token_scores(source: LogitSource, tokenizer, prompts: list[str], token_ids: list[int],
+                      max_length: int, batch_size: int = 16) -> torch.Tensor:
+    """(N, L) log p(token_l | prompt_n) under `source`: one step per prompt (single-token labels)."""
+    encoded = [tokenizer(p)["input_ids"][-(max_length - 1):] for p in prompts]
+    order = sorted(range(len(prompts)), key=lambda i: -len(encoded[i]))  # less padding per batch
+    scores = torch.zeros(len(prompts), len(token_ids))
+    for start in range(0, len(order), batch_size):
+        batch = order[start:start + batch_size]
+        ids, mask = left_pad([encoded[i] for i in batch], pad_id_of(tokenizer))  # (B, T) each
+        source.reset()
+        logits = source.step(ids, mask, position_ids_for(mask), keep=1)[:, -1]  # (B, V), Eq. 1
+        source.reset()
+        scores[batch] = torch.log_softmax(logits.float(), dim=-1)[:, token_ids].cpu()
+    return scores
+
+
+def label_scores(source: LogitSource, tm: TaskModel, texts: list[str], batch_size: int = 16) -> torch.Tensor:
+    """(N, L) label log-likelihoods under `source`, in the TaskModel's prompt/label layout."""
+    task, tokenizer = tm.task, tm.tokenizer
+    prompts = [tm.prompt(t) for t in texts]
+    label_ids = [tokenizer(task.label_prefix + label, add_special_tokens=False)["input_ids"]
+                 for label in task.labels]
+    if all(len(ids) == 1 for ids in label_ids):
+        return next_token_scores(source, tokenizer, prompts, [ids[0] for ids in label_ids],
+                                 tm.max_length, batch_size)
+    flat_prompts = [p for p in prompts for _ in task.labels]
+    flat_labels = [task.label_prefix + label for _ in prompts for label in task.labels]
+    logprobs, counts = sequence_logprobs(source, tokenizer, flat_prompts, flat_labels, batch_size)
+    if tm.normalize_scores:
+        logprobs = logprobs / counts
+    return logprobs.view(len(prompts), len(task.labels))
+
+
+class ProxyAdapted:
+    """The base steered by the expert/anti-expert pair; `tm` is the expert (what trained)."""
+
+    def __init__(self, base: TaskModel, expert: TaskModel, anti_expert: torch.nn.Module | None,
+                 cfg: ProxyConfig, small_ref: str) -> None:
+        self.base, self.tm, self.anti_expert, self.cfg, self.small_ref = base, expert, anti_expert, cfg, small_ref
+        self.trainable_params = count_params(expert.model)[0]
+        small_models = [expert.model] + ([anti_expert] if anti_expert is not None else [])
+        self.total_params = count_params(base.model)[1] + sum(count_params(m)[1] for m in small_models)
+        self._source: LogitSource | None = None
+
+    @property
+    def source(self) -> LogitSource:
+        """The proxy-tuned logit source (built once)."""
+        if self._source is None:
+            vocab = len(self.base.tokenizer)
+            if self.anti_expert is None:  # one LoRA model: adapter on = M+, off = M-
+                self._source = SharedLoraProxySource(self.base.model, self.tm.model, self.cfg.proxy_alpha, vocab)
+            else:
+                self._source = ProxySource(self.base.model, self.tm.model, self.anti_expert,
+                                           self.cfg.proxy_alpha, vocab)
+        return self._source
+
+    def scores(self, texts: list[str], batch_size: int = 16) -> torch.Tensor:
+        """(N, L) label log-likelihoods under Eq. 1."""
+        return label_scores(self.source, self.base, texts, batch_size)
+
+    def predict(self, texts: list[str], batch_size: int = 16) -> list[str]:
+        if self.base.task.kind == "classification":
+            best = self.scores(texts, batch_size).argmax(dim=1)
+            return [self.base.task.labels[i] for i in best.tolist()]
+        cfg = GenerationConfig(max_new_tokens=self.base.max_new_tokens)
+        return [t.strip() for t in generate(self.source, self.base.tokenizer,
+                                            [self.base.prompt(t) for t in texts], cfg, batch_size)]
+
+    def figures(self, task: Task) -> dict:
+        """The parts alone on the eval set: base (alpha = 0) and expert, with 95% CIs."""
+        out: dict = {"proxy_alpha": self.cfg.proxy_alpha}
+        if not self.cfg.proxy_report_parts:
+            return out
+        for name, part in (("base", self.base), ("expert", self.tm)):
+            scored = score_predictions(part.predict(task.texts()), task.targets(), task.kind)
+            out.update({f"{name}_score": scored["score"], f"{name}_ci_low": scored["ci_low"],
+                        f"{name}_ci_high": scored["ci_high"]})
+        return out
+
+    def save(self, artifact_dir: Path) -> None:
+        """expert/ (a PEFT folder, or full HF weights) + proxy.json naming base, small and alpha."""
+        folder = artifact_dir / EXPERT_DIR
+        self.tm.model.save_pretrained(str(folder), safe_serialization=True)
+        self.tm.tokenizer.save_pretrained(str(folder))
+        meta = {"base": self.base.ref, "small": self.small_ref, "alpha": self.cfg.proxy_alpha,
+                "expert_method": self.cfg.expert_method, "expert": EXPERT_DIR}
+        atomic_write_text(artifact_dir / ARTIFACT, json.dumps(meta, indent=2))
+
+
+def small_context(ctx: RunContext, cfg: ProxyConfig) -> RunContext:
+    """The run context with the small model in place of the base."""
+    return replace(ctx, model=replace(ctx.model, model=cfg.proxy_small or ctx.model.model))
+
+
+def check_pair(base_ref: str, small_ref: str, trust_remote_code: bool) -> None:
+    """One-line error unless both are causal LMs with the same tokenizer (before any training)."""
+    refs = {"base": resolve_model_ref(base_ref), "small": resolve_model_ref(small_ref)}
+    for role, ref in refs.items():
+        kind = model_kind(load_config(ref, trust_remote_code))
+        if kind != "causal":
+            raise LmadaptError(f"proxy needs causal LMs, but the {role} model {ref!r} is a {kind} model")
+    tokenizers = {role: load_tokenizer(ref, "causal", trust_remote_code) for role, ref in refs.items()}
+    check_tokenizers_match(tokenizers["base"], tokenizers["small"], f"small model {small_ref!r}")
+
+
+class Proxy:
+    name = "proxy"
+    config_class = ProxyConfig
+    model_kinds = ("causal",)
+    summary = "tune a small expert, steer the large base by expert - anti-expert logits (decoding time)"
+
+    def fit(self, train: Task, eval_task: Task | None, cfg: ProxyConfig,
+            ctx: RunContext) -> tuple[ProxyAdapted, TrainResult]:
+        small = small_context(ctx, cfg)
+        check_pair(ctx.model.model, small.model.model, ctx.model.trust_remote_code)
+        anti_expert = None
+        if cfg.expert_method == "lora":
+            expert, result = Lora().fit(train, eval_task, LoraMethodConfig(lora_r=cfg.proxy_lora_r), small)
+        else:
+            expert, result = Full().fit(train, eval_task, FullConfig(), small)
+            anti_expert = task_model_for(train, small, self.model_kinds, self.name).model.eval()
+        base = task_model_for(train, ctx, self.model_kinds, self.name)  # after training: less peak memory
+        return ProxyAdapted(base, expert.tm, anti_expert, cfg, small.model.model), result
+
+    def load(self, artifact_dir: Path, task: Task, cfg: ProxyConfig, ctx: RunContext) -> ProxyAdapted:
+        folder = artifact_dir / EXPERT_DIR
+        if not (artifact_dir / ARTIFACT).exists() or not folder.is_dir():
+            raise LmadaptError(f"{artifact_dir} has no {ARTIFACT} and {EXPERT_DIR}/; is this a proxy run folder?")
+        small = small_context(ctx, cfg)
+        check_pair(ctx.model.model, small.model.model, ctx.model.trust_remote_code)
+        if cfg.expert_method == "lora":
+            expert = task_model_for(task, small, self.model_kinds, self.name)
+            expert.model = PeftModel.from_pretrained(expert.model, str(folder), is_trainable=False).eval()
+            anti_expert = None
+        else:
+            expert = task_model_for(task, replace(small, model=replace(small.model, model=str(folder))),
+                                    self.model_kinds, self.name)
+            anti_expert = task_model_for(task, small, self.model_kinds, self.name).model.eval()
+        base = task_model_for(task, ctx, self.model_kinds, self.name)
+        return ProxyAdapted(base, expert, anti_expert, cfg, small.model.model)

@@ -1,0 +1,124 @@
+"""proxy (proxy-tuning as a method) on a pair of tiny Llamas that share one tokenizer."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from peft import LoraConfig, get_peft_model
+from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+from lmadapt.data import DataSpec, load_task, load_train_eval
+from lmadapt.errors import LmadaptError
+from lmadapt.methods import get_method
+from lmadapt.methods.base import RunContext, task_model_for
+from lmadapt.methods.proxy import ProxyConfig
+from lmadapt.methods.proxy.method import ProxyAdapted
+from lmadapt.models.load import ModelSpec
+from lmadapt.run import load_run, tune
+from lmadapt.train.config import TrainConfig
+from tiny import toy_rows, write_jsonl
+
+TRAIN = TrainConfig(epochs=1, batch_size=8, lr=3e-3, eval_each_epoch=False, warmup_ratio=0.0,
+                    max_train_examples=32, max_eval_examples=8)
+
+
+def make_small_llama(folder, tokenizer_from, extra_token: str = "", seed: int = 1):
+    """A 1-layer Llama (hidden 32) with the tokenizer saved in `tokenizer_from` (+ one token)."""
+    tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_from))
+    if extra_token:
+        tokenizer.add_tokens([extra_token])
+    torch.manual_seed(seed)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                         num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=256,
+                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                         pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=False)
+    LlamaForCausalLM(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def small_llama(tiny_llama, tmp_path_factory):
+    return make_small_llama(tmp_path_factory.mktemp("small"), tiny_llama)
+
+
+@pytest.fixture(scope="module")
+def tasks(toy_data):
+    return load_train_eval(toy_data[0], toy_data[1], DataSpec())
+
+
+@pytest.fixture(scope="module")
+def two_token_task(tmp_path_factory):
+    """Labels of two tokens each ('very good' / 'very bad'): the sequence-scoring path."""
+    rows = [{"text": r["text"], "label": "very good" if r["label"] == "positive" else "very bad"}
+            for r in toy_rows(16, seed=4)]
+    return load_task(write_jsonl(tmp_path_factory.mktemp("two") / "t.jsonl", rows))
+
+
+def _base_scores(task, spec, tmp_path, texts):
+    tm = task_model_for(task, RunContext(spec, TRAIN, tmp_path))
+    return tm.label_scores(texts)
+
+
+@pytest.mark.parametrize("which", ["one-token labels", "two-token labels"])
+def test_alpha_zero_equals_base_scoring(which, tiny_llama, small_llama, tasks, two_token_task, tmp_path):
+    task = tasks[0] if which == "one-token labels" else two_token_task
+    spec = ModelSpec(model=str(tiny_llama))
+    cfg = ProxyConfig(proxy_small=str(small_llama), proxy_alpha=0.0)
+    adapted, _ = get_method("proxy").fit(task, None, cfg, RunContext(spec, TRAIN, tmp_path))
+    texts = task.texts()[:8]
+    torch.testing.assert_close(adapted.scores(texts), _base_scores(task, spec, tmp_path, texts),
+                               rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("expert_method", ["lora", "full"])
+def test_untrained_expert_equals_base_scoring(expert_method, tiny_llama, small_llama, tasks, tmp_path):
+    task, texts = tasks[0], tasks[1].texts()[:8]
+    spec, small_spec = ModelSpec(model=str(tiny_llama)), ModelSpec(model=str(small_llama))
+    base = task_model_for(task, RunContext(spec, TRAIN, tmp_path))
+    expert = task_model_for(task, RunContext(small_spec, TRAIN, tmp_path))
+    anti = None
+    if expert_method == "lora":  # LoRA's B starts at zero: expert == anti-expert
+        expert.model = get_peft_model(expert.model, LoraConfig(r=4, target_modules=["q_proj", "v_proj"]))
+    else:
+        anti = task_model_for(task, RunContext(small_spec, TRAIN, tmp_path)).model
+    cfg = ProxyConfig(proxy_small=str(small_llama), expert_method=expert_method)
+    adapted = ProxyAdapted(base, expert, anti, cfg, str(small_llama))
+    torch.testing.assert_close(adapted.scores(texts), base.label_scores(texts), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("expert_method", ["lora", "full"])
+def test_tune_then_load_gives_equal_scores(expert_method, tiny_llama, small_llama, tasks, tmp_path):
+    train_task, eval_task = tasks
+    spec = ModelSpec(model=str(tiny_llama))
+    cfg = ProxyConfig(proxy_small=str(small_llama), expert_method=expert_method)
+    record = tune("proxy", spec, train_task, eval_task, cfg, TRAIN, tmp_path / "run")
+    assert record.trainable_params > 0 and record.train_steps == 4
+    assert {"base_score", "expert_score", "expert_ci_low", "proxy_alpha"} <= set(record.extra)
+    assert (tmp_path / "run" / "artifact" / "proxy.json").exists()
+    loaded, _, _ = load_run(tmp_path / "run")
+    same_data = train_task.subsample(TRAIN.max_train_examples, TRAIN.seed)  # what tune trained on
+    fresh, _ = get_method("proxy").fit(same_data, None, cfg, RunContext(spec, TRAIN, tmp_path / "again"))
+    texts = eval_task.texts()[:8]
+    torch.testing.assert_close(loaded.scores(texts), fresh.scores(texts), rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(loaded.scores(texts), _base_scores(train_task, spec, tmp_path, texts), atol=1e-4)
+
+
+def test_alpha_zero_generation_equals_base_greedy(tiny_llama, small_llama, tmp_path):
+    task = load_task(write_jsonl(tmp_path / "g.jsonl", toy_rows(8, seed=5, kind="generation")))
+    spec = ModelSpec(model=str(tiny_llama))
+    train_cfg = TrainConfig(epochs=1, batch_size=8, eval_each_epoch=False, max_new_tokens=4)
+    cfg = ProxyConfig(proxy_small=str(small_llama), proxy_alpha=0.0, proxy_report_parts=False)
+    adapted, _ = get_method("proxy").fit(task, None, cfg, RunContext(spec, train_cfg, tmp_path))
+    base = get_method("zero-shot").fit(task, None, get_method("zero-shot").config_class(),
+                                       RunContext(spec, train_cfg, tmp_path))[0]
+    assert adapted.predict(task.texts()) == base.predict(task.texts())
+
+
+def test_tokenizer_mismatch_is_one_line_error(tiny_llama, tasks, tmp_path):
+    other = make_small_llama(tmp_path / "other", tiny_llama, extra_token="zebra")
+    cfg = ProxyConfig(proxy_small=str(other))
+    with pytest.raises(LmadaptError) as err:
+        get_method("proxy").fit(tasks[0], None, cfg, RunContext(ModelSpec(model=str(tiny_llama)), TRAIN, tmp_path))
+    message = str(err.value)
+    assert "tokenizers differ" in message and "\n" not in message
