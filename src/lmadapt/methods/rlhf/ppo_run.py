@@ -1,0 +1,197 @@
+"""Run PPO end to end: load the policy (+ LoRA) and the reward, train, score held-out prompts.
+
+Output folder (written to `.NAME.partial/`, renamed when complete):
+    record.json     RunRecord; score = mean held-out reward after PPO (bootstrap 95% CI),
+                    extra = reward/KL before and after, final β
+    ppo_log.jsonl   one row per PPO step: reward, kl, entropy, clip_fraction, value_loss, ...
+    samples.jsonl   held-out prompts with their continuations and rewards, before and after
+    artifact/       adapter/ (PEFT folder) or model/ (HF folder), + value_head.safetensors
+    lmadapt.json    what the run was made from
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import json
+import time
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+from peft import TaskType
+from safetensors.torch import save_file
+from tqdm.auto import tqdm
+from transformers import AutoModelForCausalLM
+
+from lmadapt.errors import LmadaptError
+from lmadapt.methods.rlhf.common import (
+    add_lora,
+    make_record,
+    save_backbone,
+    store_record,
+    write_manifest,
+)
+from lmadapt.methods.rlhf.config import PPOConfig
+from lmadapt.methods.rlhf.ppo import (
+    KLController,
+    PolicyWithValue,
+    decode_responses,
+    kl_penalty,
+    ppo_step,
+    sample_rollout,
+    token_logps,
+)
+from lmadapt.models.load import (
+    ModelSpec,
+    load_config,
+    load_tokenizer,
+    model_kind,
+    resolve_model_ref,
+)
+from lmadapt.report.record import PeakMemory, RunRecord
+from lmadapt.utils import atomic_dir, seed_everything
+
+METHOD = "rlhf-ppo"
+RewardFn = Callable[[list[str], list[str]], "torch.Tensor | list[float]"]
+
+
+def load_reward_fn(ref: str | Callable, device: str = "auto") -> RewardFn:
+    """A reward: a callable as is, a reward-model run folder, or 'module:function' / 'file.py:function'."""
+    if callable(ref):
+        return ref
+    path = Path(ref)
+    if path.is_dir():
+        from lmadapt.methods.rlhf.reward import load_reward_model
+
+        return load_reward_model(path, device)
+    target, sep, name = str(ref).rpartition(":")
+    if not sep or not target or not name:
+        raise LmadaptError(f"--reward {ref!r} is neither a reward-model folder nor 'module:function'")
+    if target.endswith(".py"):
+        if not Path(target).exists():
+            raise LmadaptError(f"reward file {target} does not exist")
+        spec = importlib.util.spec_from_file_location("lmadapt_user_reward", target)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    else:
+        try:
+            module = importlib.import_module(target)
+        except ImportError as err:
+            raise LmadaptError(f"cannot import reward module {target!r}: {err}") from None
+    fn = getattr(module, name, None)
+    if not callable(fn):
+        raise LmadaptError(f"{target} has no callable {name!r}; it must take (prompts, responses)")
+    return fn
+
+
+def load_policy(spec: ModelSpec, cfg: PPOConfig) -> tuple[PolicyWithValue, object, str]:
+    """(policy with value head, tokenizer, resolved reference) for a causal LM."""
+    ref = resolve_model_ref(spec.model)
+    kind = model_kind(load_config(ref, spec.trust_remote_code))
+    if kind != "causal":
+        raise LmadaptError(f"PPO needs a causal LM policy; {spec.model!r} is a {kind} model")
+    tokenizer = load_tokenizer(ref, kind, spec.trust_remote_code)
+    lm = AutoModelForCausalLM.from_pretrained(ref, dtype=spec.torch_dtype, trust_remote_code=spec.trust_remote_code)
+    lm.to(spec.torch_device())
+    seed_everything(cfg.seed)
+    if cfg.adapter == "lora":
+        lm = add_lora(lm, TaskType.CAUSAL_LM, cfg.lora_r)
+    else:
+        lm.requires_grad_(True)
+    policy = PolicyWithValue(lm, len(tokenizer)).to(spec.torch_device())
+    return policy, tokenizer, ref
+
+
+@torch.no_grad()
+def evaluate_policy(policy: PolicyWithValue, tokenizer, prompts: list[str], reward_fn: RewardFn,
+                    cfg: PPOConfig, seed: int = 12345) -> dict:
+    """Sampled continuations of held-out prompts: per-sample reward and KL(π‖π_ref) (summed over tokens)."""
+    rewards, kls, samples = [], [], []
+    repeated = [p for p in prompts for _ in range(cfg.eval_samples)]
+    size = max(cfg.rollout_batch, 8)
+    for start in range(0, len(repeated), size):
+        chunk = repeated[start:start + size]
+        roll = sample_rollout(policy, tokenizer, chunk, cfg, seed=seed + start)
+        device = next(policy.parameters()).device
+        ids, attn, n = roll.input_ids.to(device), roll.attention_mask.to(device), roll.response.shape[1]
+        policy.eval()
+        logits, _ = policy(ids, attn, n)
+        response, mask = roll.response.to(device), roll.mask.to(device)
+        logps = token_logps(logits / cfg.temperature, response)
+        ref_logps = token_logps(policy.reference_logits(ids, attn, n) / cfg.temperature, response)
+        kls += (kl_penalty(logps, ref_logps) * mask).sum(-1).cpu().tolist()
+        texts = decode_responses(tokenizer, roll)
+        scores = torch.as_tensor(reward_fn(chunk, texts), dtype=torch.float32).reshape(-1).tolist()
+        rewards += scores
+        samples += [{"prompt": p, "response": t, "reward": r} for p, t, r in zip(chunk, texts, scores, strict=True)]
+    return {"rewards": np.array(rewards), "kl": np.array(kls), "samples": samples}
+
+
+def _prompt_batches(prompts: list[str], cfg: PPOConfig) -> list[list[str]]:
+    """cfg.steps batches of cfg.rollout_batch prompts, cycling through seeded shuffles."""
+    gen = torch.Generator().manual_seed(cfg.seed)
+    order: list[int] = []
+    while len(order) < cfg.steps * cfg.rollout_batch:
+        order += torch.randperm(len(prompts), generator=gen).tolist()
+    return [[prompts[i] for i in order[s * cfg.rollout_batch:(s + 1) * cfg.rollout_batch]] for s in range(cfg.steps)]
+
+
+def run_ppo_loop(policy: PolicyWithValue, tokenizer, prompts: list[str], reward_fn: RewardFn, cfg: PPOConfig,
+                 log_path: Path | None = None, show_progress: bool = True) -> list[dict]:
+    """cfg.steps PPO steps; each step's stats go to the progress bar and (as JSONL) to log_path."""
+    params = [p for p in policy.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr)
+    kl = KLController(cfg.kl_coef, cfg.kl_target, cfg.kl_horizon)
+    generator = torch.Generator().manual_seed(cfg.seed)
+    log: list[dict] = []
+    bar = tqdm(_prompt_batches(prompts, cfg), desc="ppo", unit="step", disable=not show_progress, dynamic_ncols=True)
+    for step, batch in enumerate(bar):
+        began = time.perf_counter()
+        row = ppo_step(policy, optimizer, tokenizer, batch, reward_fn, kl, cfg, step, generator)
+        row["seconds"] = time.perf_counter() - began
+        log.append(row)
+        bar.set_postfix(reward=f"{row['reward']:.3f}", kl=f"{row['kl']:.3f}", ent=f"{row['entropy']:.2f}",
+                        clip=f"{row['clip_fraction']:.2f}", vloss=f"{row['value_loss']:.3f}")
+        if log_path is not None:
+            with log_path.open("a", encoding="utf-8") as handle:
+                handle.write(json.dumps(row) + "\n")
+    bar.close()
+    return log
+
+
+def _summary(name: str, result: dict) -> dict:
+    return {f"reward_{name}": float(result["rewards"].mean()), f"kl_{name}": float(result["kl"].mean())}
+
+
+def train_ppo(spec: ModelSpec, prompts: list[str], eval_prompts: list[str], reward: str | RewardFn,
+              cfg: PPOConfig, out: Path, task: str = "prompts", show_progress: bool = True) -> RunRecord:
+    """PPO on `prompts` against `reward`; scores `eval_prompts` before and after; writes `out`."""
+    reward_fn = load_reward_fn(reward, spec.device)
+    with atomic_dir(Path(out)) as work, PeakMemory() as memory:
+        policy, tokenizer, ref = load_policy(spec, cfg)
+        before = evaluate_policy(policy, tokenizer, eval_prompts, reward_fn, cfg)
+        began = time.perf_counter()
+        log = run_ppo_loop(policy, tokenizer, prompts, reward_fn, cfg, work / "ppo_log.jsonl", show_progress)
+        train_seconds = time.perf_counter() - began
+        began = time.perf_counter()
+        after = evaluate_policy(policy, tokenizer, eval_prompts, reward_fn, cfg)
+        eval_seconds = time.perf_counter() - began
+        folder = save_backbone(policy.lm, tokenizer, work / "artifact")
+        save_file({k: v.contiguous() for k, v in policy.value_head.state_dict().items()},
+                  work / "artifact" / "value_head.safetensors")
+        write_manifest(work, METHOD, model=asdict(spec), base=ref, artifact=folder, method_config=asdict(cfg),
+                       reward=reward if isinstance(reward, str) else getattr(reward, "__name__", "callable"))
+        (work / "samples.jsonl").write_text("".join(
+            json.dumps({"stage": stage, **s}, ensure_ascii=False) + "\n"
+            for stage, result in (("before", before), ("after", after)) for s in result["samples"]))
+        extra = {**_summary("before", before), **_summary("after", after),
+                 "final_beta": log[-1]["beta"] if log else cfg.kl_coef, "eval_prompts": len(eval_prompts),
+                 "train_reward_first": log[0]["reward"], "train_reward_last": log[-1]["reward"]}
+        record = make_record(METHOD, spec, task, "heldout_reward", after["rewards"], policy, work, cfg.seed,
+                             train_seconds, memory.peak, {"method": asdict(cfg)}, extra, len(prompts), len(log),
+                             eval_seconds=eval_seconds)
+        store_record(record, work)
+    return record
