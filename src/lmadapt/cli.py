@@ -233,6 +233,12 @@ def _mount_subapps() -> None:
         app.command("generate")(generate_cmd)
     except ImportError:
         pass
+    try:
+        from lmadapt.methods.rlhf.cli import rlhf_app
+
+        app.add_typer(rlhf_app, name="rlhf", help="RLHF: reward model, PPO with a KL penalty, DPO.")
+    except ImportError:
+        pass
 
 
 _mount_subapps()
