@@ -18,6 +18,7 @@ from lmadapt.methods import REGISTRY, get_method
 from lmadapt.models.load import ModelSpec
 from lmadapt.train.config import TrainConfig
 
+
 def _quiet_transformers() -> None:
     """Library chatter (weight-loading bars, load reports) hides our own output; keep errors only."""
     import transformers
@@ -231,6 +232,12 @@ def _mount_subapps() -> None:
         from lmadapt.decoding.cli import generate_cmd
 
         app.command("generate")(generate_cmd)
+    except ImportError:
+        pass
+    try:
+        from lmadapt.methods.peft_common.cli import merge_cmd
+
+        app.command("merge")(merge_cmd)
     except ImportError:
         pass
     try:

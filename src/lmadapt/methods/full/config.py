@@ -5,4 +5,4 @@ from dataclasses import dataclass, field
 class FullConfig:
     """Full fine-tuning: every weight trains."""
 
-    full_default_lr: float = field(default=3e-5, metadata={"help": "learning rate used when lr=0"})
+    full_default_lr: float = field(default=5e-5, metadata={"help": "learning rate used when lr=0"})

@@ -1,6 +1,7 @@
 """head: train the output layer only (+ the last k transformer blocks with unfreeze_last=k).
 
-Encoders: the sequence-classification head (every parameter outside the base model).
+Encoders: the sequence-classification head (every parameter outside the base model, plus the
+BERT-style pooler that feeds it: sentence-embedding checkpoints such as MiniLM ship it untrained).
 Causal / seq2seq LMs: the output embedding (`lm_head`); when it is tied to the input embedding,
 that shared matrix trains.
 """
@@ -36,6 +37,9 @@ def head_modules(tm: TaskModel) -> list[torch.nn.Module]:
         heads = [m for name, m in model.named_children() if name != prefix]
         if not heads:
             raise LmadaptError(f"cannot find the classification head of {type(model).__name__}")
+        pooler = getattr(getattr(model, prefix, None), "pooler", None)
+        if pooler is not None:  # BERT-style heads read the pooler: it belongs to the head
+            heads.append(pooler)
         return heads
     out = model.get_output_embeddings()
     if out is None:

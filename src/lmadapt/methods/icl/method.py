@@ -22,7 +22,7 @@ class DemoPrompter:
     def __init__(self, tm: TaskModel, pool: list[Example], cfg: ICLConfig,
                  embedder: FrozenEmbedder | Embedder | None, seed: int) -> None:
         self.tm, self.pool, self.cfg, self.embedder = tm, pool, cfg, embedder
-        self.fixed = random.Random(seed).sample(pool, min(cfg.shots, len(pool)))
+        self.fixed = balanced_sample(pool, cfg.shots, seed)
         self.index: MemoryIndex | None = None  # exact cosine search over the pool's embeddings
         if cfg.selection == "nearest" and embedder is not None:
             self.index = MemoryIndex(_normalize(embedder.encode([ex.text for ex in pool], progress=True)))
@@ -54,6 +54,26 @@ class DemoPrompter:
             demos.insert(0, block)
             used += cost
         return "".join(demos) + query
+
+
+def balanced_sample(pool: list[Example], shots: int, seed: int) -> list[Example]:
+    """`shots` demonstrations drawn round-robin over the labels in a seeded order, shuffled.
+
+    Small LMs copy the majority or the last demonstration's label; a balanced set avoids that bias.
+    """
+    rng = random.Random(seed)
+    by_label: dict[str, list[Example]] = {}
+    for ex in rng.sample(pool, len(pool)):
+        by_label.setdefault(ex.target, []).append(ex)
+    labels = sorted(by_label)
+    rng.shuffle(labels)
+    picked: list[Example] = []
+    while len(picked) < min(shots, len(pool)):
+        for label in labels:
+            if by_label[label] and len(picked) < shots:
+                picked.append(by_label[label].pop())
+    rng.shuffle(picked)
+    return picked
 
 
 def _normalize(vecs: np.ndarray) -> np.ndarray:
