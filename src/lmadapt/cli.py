@@ -73,8 +73,13 @@ def _data_spec(settings: dict, input_field: str, label_field: str, output_field:
                     label_field=settings.pop("label_field", label_field),
                     output_field=settings.pop("output_field", output_field),
                     kind=settings.pop("kind", kind),
-                    labels=tuple(s for s in str(settings.pop("labels", labels)).split(",") if s),
+                    labels=_label_list(settings.pop("labels", labels)),
                     template=settings.pop("template", template))
+
+
+def _label_list(value: str | list) -> tuple[str, ...]:
+    items = value if isinstance(value, (list, tuple)) else str(value).split(",")
+    return tuple(str(s).strip() for s in items if str(s).strip())
 
 
 def _model_spec(settings: dict, model: str, dtype: str, device: str, remote: bool) -> ModelSpec:
@@ -273,3 +278,7 @@ def main() -> None:
             err.show()
             sys.exit(err.exit_code)
         raise
+
+
+if __name__ == "__main__":
+    main()
