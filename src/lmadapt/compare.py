@@ -54,7 +54,7 @@ def method_configs(methods: list[tuple[str, str | None]], values: dict[str, Any]
 
 def compare(methods: list[tuple[str, str | None]], model: ModelSpec, train_task: Task, eval_task: Task,
             configs: dict[str, Any], train_cfg: TrainConfig, out: Path,
-            title: str = "lmadapt compare") -> list[RunRecord]:
+            title: str = "lmadapt compare", notes: list[str] | None = None) -> list[RunRecord]:
     """Run each method into out/runs/<method>; write results.jsonl, report.md, pareto.png."""
     records: list[RunRecord] = []
     failures: list[str] = []
@@ -81,7 +81,7 @@ def compare(methods: list[tuple[str, str | None]], model: ModelSpec, train_task:
             raise LmadaptError("every method failed: " + "; ".join(f.lstrip("- ") for f in failures))
         atomic_write_text(work / "results.jsonl",
                           "".join(json.dumps(dataclasses.asdict(r)) + "\n" for r in records))
-        notes = (["## Failures", "", *failures, ""] if failures else [])
+        notes = (notes or []) + (["## Failures", "", *failures, ""] if failures else [])
         atomic_write_text(work / "report.md", markdown_report(records, title, notes))
         pareto_plot(records, work / "pareto.png")
     print_table(records, title)

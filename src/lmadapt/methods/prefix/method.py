@@ -24,6 +24,7 @@ def prefix_config(cfg: PrefixMethodConfig, tm: TaskModel, task_type: TaskType) -
 class Prefix:
     name = "prefix"
     config_class = PrefixMethodConfig
+    model_kinds = ("causal", "seq2seq")  # transformers 5 encoders take no past key values
     summary = "prefix tuning: learned key/value prefixes in every layer (peft)"
 
     def fit(self, train: Task, eval_task: Task | None, cfg: PrefixMethodConfig,
