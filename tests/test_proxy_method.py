@@ -102,6 +102,9 @@ def test_tune_then_load_gives_equal_scores(expert_method, tiny_llama, small_llam
     texts = eval_task.texts()[:8]
     torch.testing.assert_close(loaded.scores(texts), fresh.scores(texts), rtol=1e-5, atol=1e-5)
     assert not torch.allclose(loaded.scores(texts), _base_scores(train_task, spec, tmp_path, texts), atol=1e-4)
+    parts = loaded._parts[1]  # base and expert alone, from the proxy's own passes
+    torch.testing.assert_close(parts["expert"], loaded.tm.label_scores(texts), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(parts["base"], loaded.base.label_scores(texts), rtol=1e-5, atol=1e-5)
 
 
 def test_alpha_zero_generation_equals_base_greedy(tiny_llama, small_llama, tmp_path):

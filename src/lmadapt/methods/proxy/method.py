@@ -31,6 +31,7 @@ from lmadapt.decoding import (
     sequence_logprobs,
 )
 from lmadapt.decoding.engine import left_pad, pad_id_of, position_ids_for
+from lmadapt.decoding.sources import BASE_ADAPTER
 from lmadapt.errors import LmadaptError
 from lmadapt.eval.metrics import score_predictions
 from lmadapt.methods.base import RunContext, task_model_for
@@ -52,25 +53,48 @@ ARTIFACT = "proxy.json"
 EXPERT_DIR = "expert"
 
 
+def step_parts(source: LogitSource, ids: torch.Tensor, mask: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Last-position logits (B, V) of the proxy (Eq. 1) and of its parts, one pass per model.
+
+    ids, mask: (B, T) left-padded prompts. Returns {"proxy", "base", "expert"}; the parts cost
+    nothing extra, so the record can report base and expert alone from the same forward passes.
+    """
+    positions = position_ids_for(mask)  # (B, T)
+    source.reset()
+    base = source.base.step(ids, mask, positions, keep=1)[:, -1]  # (B, V): s_M
+    if isinstance(source, SharedLoraProxySource):  # 2B rows: LoRA on (M+), then off (M-)
+        rows = ids.shape[0]
+        both = source.small.forward(torch.cat([ids, ids]), torch.cat([mask, mask]),
+                                    torch.cat([positions, positions]), keep=1,
+                                    adapter_names=[source.adapter_name] * rows + [BASE_ADAPTER] * rows)
+        expert, anti = both[:rows, -1], both[rows:, -1]  # (B, V) each
+    else:
+        expert = source.expert.step(ids, mask, positions, keep=1)[:, -1]  # (B, V): s_M+
+        anti = source.anti_expert.step(ids, mask, positions, keep=1)[:, -1]  # (B, V): s_M-
+    source.reset()
+    proxy = base + source.alpha * (expert.to(base.device) - anti.to(base.device))  # Eq. 1
+    return {"proxy": proxy, "base": base, "expert": expert}
+
+
 @torch.inference_mode()
 def next_token_scores(source: LogitSource, tokenizer, prompts: list[str], token_ids: list[int],
-                      max_length: int, batch_size: int = 16) -> torch.Tensor:
-    """(N, L) log p(token_l | prompt_n) under `source`: one step per prompt (single-token labels)."""
+                      max_length: int, batch_size: int = 16) -> dict[str, torch.Tensor]:
+    """{"proxy", "base", "expert"} → (N, L) log p(token_l | prompt_n): single-token labels."""
     encoded = [tokenizer(p)["input_ids"][-(max_length - 1):] for p in prompts]
     order = sorted(range(len(prompts)), key=lambda i: -len(encoded[i]))  # less padding per batch
-    scores = torch.zeros(len(prompts), len(token_ids))
+    scores = {name: torch.zeros(len(prompts), len(token_ids)) for name in ("proxy", "base", "expert")}
     for start in range(0, len(order), batch_size):
         batch = order[start:start + batch_size]
         ids, mask = left_pad([encoded[i] for i in batch], pad_id_of(tokenizer))  # (B, T) each
-        source.reset()
-        logits = source.step(ids, mask, position_ids_for(mask), keep=1)[:, -1]  # (B, V), Eq. 1
-        source.reset()
-        scores[batch] = torch.log_softmax(logits.float(), dim=-1)[:, token_ids].cpu()
+        for name, logits in step_parts(source, ids, mask).items():
+            scores[name][batch] = torch.log_softmax(logits.float(), dim=-1)[:, token_ids].cpu()
     return scores
 
 
-def label_scores(source: LogitSource, tm: TaskModel, texts: list[str], batch_size: int = 16) -> torch.Tensor:
-    """(N, L) label log-likelihoods under `source`, in the TaskModel's prompt/label layout."""
+def label_scores(source: LogitSource, tm: TaskModel, texts: list[str],
+                 batch_size: int = 16) -> dict[str, torch.Tensor]:
+    """(N, L) label log-likelihoods under `source` ("proxy"; with single-token labels also "base"
+    and "expert" alone), in the TaskModel's prompt/label layout."""
     task, tokenizer = tm.task, tm.tokenizer
     prompts = [tm.prompt(t) for t in texts]
     label_ids = [tokenizer(task.label_prefix + label, add_special_tokens=False)["input_ids"]
@@ -83,7 +107,7 @@ def label_scores(source: LogitSource, tm: TaskModel, texts: list[str], batch_siz
     logprobs, counts = sequence_logprobs(source, tokenizer, flat_prompts, flat_labels, batch_size)
     if tm.normalize_scores:
         logprobs = logprobs / counts
-    return logprobs.view(len(prompts), len(task.labels))
+    return {"proxy": logprobs.view(len(prompts), len(task.labels))}
 
 
 class ProxyAdapted:
@@ -96,6 +120,7 @@ class ProxyAdapted:
         small_models = [expert.model] + ([anti_expert] if anti_expert is not None else [])
         self.total_params = count_params(base.model)[1] + sum(count_params(m)[1] for m in small_models)
         self._source: LogitSource | None = None
+        self._parts: tuple[list[str], dict[str, torch.Tensor]] | None = None  # last scores() call
 
     @property
     def source(self) -> LogitSource:
@@ -111,7 +136,9 @@ class ProxyAdapted:
 
     def scores(self, texts: list[str], batch_size: int = 16) -> torch.Tensor:
         """(N, L) label log-likelihoods under Eq. 1."""
-        return label_scores(self.source, self.base, texts, batch_size)
+        parts = label_scores(self.source, self.base, texts, batch_size)
+        self._parts = (list(texts), parts)
+        return parts["proxy"]
 
     def predict(self, texts: list[str], batch_size: int = 16) -> list[str]:
         if self.base.task.kind == "classification":
@@ -126,8 +153,13 @@ class ProxyAdapted:
         out: dict = {"proxy_alpha": self.cfg.proxy_alpha}
         if not self.cfg.proxy_report_parts:
             return out
+        cached = self._parts[1] if self._parts and self._parts[0] == task.texts() else {}
         for name, part in (("base", self.base), ("expert", self.tm)):
-            scored = score_predictions(part.predict(task.texts()), task.targets(), task.kind)
+            if name in cached:  # from the proxy's own forward passes
+                predictions = [task.labels[i] for i in cached[name].argmax(dim=1).tolist()]
+            else:
+                predictions = part.predict(task.texts())
+            scored = score_predictions(predictions, task.targets(), task.kind)
             out.update({f"{name}_score": scored["score"], f"{name}_ci_low": scored["ci_low"],
                         f"{name}_ci_high": scored["ci_high"]})
         return out
