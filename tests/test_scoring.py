@@ -47,3 +47,39 @@ def test_classify_by_likelihood_shape_and_argmax(tiny_llama):
     for i, prompt in enumerate(prompts):
         for j, label in enumerate(labels):
             assert abs(scores[i, j].item() - _hand_logprob(model, tokenizer, prompt, " " + label)[0]) < 1e-4
+
+
+def test_shared_prefix_cache_equals_full_prompts(tiny_llama):
+    """ICL's fixed demonstrations scored once through the KV cache == scoring each full prompt."""
+    from lmadapt.models.scoring import score_single_tokens, score_single_tokens_after_prefix
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama).eval()
+    tokenizer = AutoTokenizer.from_pretrained(tiny_llama)
+    tokenizer.padding_side = "left"
+    prefix = "the movie was good\nAnswer: positive\n\na dull plot\nAnswer: negative\n\n"
+    queries = ["the acting is lovely\nAnswer:", "boring\nAnswer:", "the story was very quite poor and dull\nAnswer:"]
+    token_ids = tokenizer(" positive negative", add_special_tokens=False)["input_ids"]
+    cached = score_single_tokens_after_prefix(model, tokenizer, prefix, queries, token_ids, 128, batch_size=2)
+    full = score_single_tokens(model, tokenizer, [prefix + q for q in queries], token_ids, 128, batch_size=3)
+    torch.testing.assert_close(cached, full, rtol=1e-4, atol=1e-4)
+
+
+def test_icl_cached_path_equals_full_prompt_scoring(tiny_llama, toy_data):
+    from pathlib import Path
+
+    from lmadapt.data import DataSpec, load_train_eval
+    from lmadapt.methods import get_method
+    from lmadapt.methods.base import RunContext
+    from lmadapt.models.load import ModelSpec
+    from lmadapt.train.config import TrainConfig
+
+    train, evals = load_train_eval(toy_data[0], toy_data[1], DataSpec())
+    icl = get_method("icl")
+    adapted, _ = icl.fit(train, evals, icl.config_class(shots=3), RunContext(ModelSpec(model=str(tiny_llama)),
+                                                                             TrainConfig(), Path(".")))
+    tm = adapted.tm
+    texts = evals.texts()[:6]
+    assert tm.prompt_builder.prefix_is_shared
+    full = classify_by_likelihood(tm.model, tm.tokenizer, [tm.prompt(t) for t in texts], train.labels,
+                                  train.label_prefix, tm.max_length)
+    torch.testing.assert_close(tm.label_scores(texts), full, rtol=1e-4, atol=1e-4)

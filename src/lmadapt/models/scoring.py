@@ -111,14 +111,52 @@ def score_single_tokens(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBa
     return scores
 
 
+@torch.inference_mode()
+def score_single_tokens_after_prefix(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, prefix: str,
+                                     queries: list[str], token_ids: list[int], max_length: int,
+                                     batch_size: int = 16) -> torch.Tensor:
+    """(N, L) log p(token_l | prefix + query_n), running the shared prefix once (KV cache).
+
+    The prefix's keys/values are computed once and repeated over each batch; each row is then
+    `[prefix][left padding][query]`, masked so pads are never attended to. Equals scoring the
+    concatenated text whenever the tokenizer splits prefix and query at their boundary.
+    """
+    import copy
+
+    device = next(model.parameters()).device
+    prefix_ids = tokenizer(prefix, add_special_tokens=True)["input_ids"]
+    cache = model(input_ids=torch.tensor([prefix_ids], device=device), use_cache=True).past_key_values
+    room = max(1, max_length - len(prefix_ids))
+    encoded = [tokenizer(q, add_special_tokens=False)["input_ids"][-room:] for q in queries]
+    scores = torch.zeros(len(queries), len(token_ids))
+    for batch in _batches_by_length([len(e) for e in encoded], batch_size):
+        ids, mask = pad_left([encoded[i] for i in batch], tokenizer.pad_token_id)
+        rows = len(batch)
+        batch_cache = copy.deepcopy(cache)
+        batch_cache.batch_repeat_interleave(rows)
+        full_mask = torch.cat([torch.ones(rows, len(prefix_ids), dtype=mask.dtype), mask], dim=1)
+        positions = len(prefix_ids) + position_ids_from_mask(mask)  # (B, T) continue after the prefix
+        logits = model(input_ids=ids.to(device), attention_mask=full_mask.to(device),
+                       position_ids=positions.to(device), past_key_values=batch_cache,
+                       use_cache=True, logits_to_keep=1).logits[:, -1]  # (B, V)
+        scores[batch] = torch.log_softmax(logits.float(), dim=-1)[:, token_ids].cpu()
+    return scores
+
+
+def single_token_labels(tokenizer: PreTrainedTokenizerBase, labels: list[str], label_prefix: str) -> list[int] | None:
+    """Each label's only token id, or None when some label needs several tokens."""
+    label_ids = [tokenizer(label_prefix + label, add_special_tokens=False)["input_ids"] for label in labels]
+    return [ids[0] for ids in label_ids] if all(len(ids) == 1 for ids in label_ids) else None
+
+
 def classify_by_likelihood(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase,
                            prompts: list[str], labels: list[str], label_prefix: str,
                            max_length: int, batch_size: int = 16,
                            normalize: bool = False) -> torch.Tensor:
     """(N, L) label log-likelihoods for N prompts and L candidate labels."""
-    label_ids = [tokenizer(label_prefix + label, add_special_tokens=False)["input_ids"] for label in labels]
-    if all(len(ids) == 1 for ids in label_ids):  # same token layout as encode_pair, L times cheaper
-        return score_single_tokens(model, tokenizer, prompts, [ids[0] for ids in label_ids], max_length, batch_size)
+    token_ids = single_token_labels(tokenizer, labels, label_prefix)
+    if token_ids is not None:  # same token layout as encode_pair, L times cheaper
+        return score_single_tokens(model, tokenizer, prompts, token_ids, max_length, batch_size)
     flat_prompts = [p for p in prompts for _ in labels]
     flat_labels = [label_prefix + label for _ in prompts for label in labels]
     scores = score_continuations(model, tokenizer, flat_prompts, flat_labels, max_length,

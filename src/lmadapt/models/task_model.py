@@ -35,6 +35,8 @@ from lmadapt.models.scoring import (
     encode_pair,
     pad_left,
     position_ids_from_mask,
+    score_single_tokens_after_prefix,
+    single_token_labels,
 )
 
 
@@ -115,10 +117,29 @@ class TaskModel:
             return torch.cat(out)
         if self.kind == "seq2seq":
             return self._seq2seq_label_scores(texts, batch_size)
+        shared = self._shared_prefix_scores(texts, batch_size)
+        if shared is not None:
+            return shared
         prompts = [self.prompt(t) for t in texts]
         return classify_by_likelihood(self.model, self.tokenizer, prompts, self.task.labels,
                                       self.task.label_prefix, self.max_length, batch_size,
                                       self.normalize_scores)
+
+    def _shared_prefix_scores(self, texts: list[str], batch_size: int) -> torch.Tensor | None:
+        """Scores via one KV-cached prefix when every prompt starts with the same text (e.g. fixed
+        ICL demonstrations) and labels are single tokens; None when that does not apply."""
+        if not getattr(self.prompt_builder, "prefix_is_shared", False) or self.normalize_scores or not texts:
+            return None
+        token_ids = single_token_labels(self.tokenizer, self.task.labels, self.task.label_prefix)
+        if token_ids is None:
+            return None
+        split = self.prompt_builder.split
+        parts = [split(t) for t in texts]
+        prefixes = {prefix for prefix, _ in parts}
+        if len(prefixes) != 1 or not next(iter(prefixes)):
+            return None
+        return score_single_tokens_after_prefix(self.model, self.tokenizer, parts[0][0], [q for _, q in parts],
+                                                token_ids, self.max_length, batch_size)
 
     def _seq2seq_label_scores(self, texts: list[str], batch_size: int) -> torch.Tensor:
         rows = []

@@ -42,7 +42,13 @@ class DemoPrompter:
         _, top = self.index.nearest(_normalize(self.embedder.encode([text])), self.cfg.shots)  # (1, k)
         return [self.pool[i] for i in top[0][::-1]]
 
-    def __call__(self, text: str) -> str:
+    @property
+    def prefix_is_shared(self) -> bool:
+        """True when every input gets the same demonstrations (scoring can cache them once)."""
+        return self.cfg.selection == "random"
+
+    def split(self, text: str) -> tuple[str, str]:
+        """(demonstrations, query prompt) for one input; the prompt is their concatenation."""
         query = self.tm.task.prompt(text)
         used = len(self.tm.tokenizer(query)["input_ids"])
         demos: list[str] = []
@@ -53,7 +59,10 @@ class DemoPrompter:
                 break
             demos.insert(0, block)
             used += cost
-        return "".join(demos) + query
+        return "".join(demos), query
+
+    def __call__(self, text: str) -> str:
+        return "".join(self.split(text))
 
 
 def balanced_sample(pool: list[Example], shots: int, seed: int) -> list[Example]:
