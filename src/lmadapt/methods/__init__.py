@@ -5,6 +5,7 @@ from __future__ import annotations
 from lmadapt.errors import LmadaptError
 from lmadapt.methods.adapter import Adapter
 from lmadapt.methods.base import Adapted, Method, RunContext
+from lmadapt.methods.distill import Distill
 from lmadapt.methods.features import Features
 from lmadapt.methods.full import Full
 from lmadapt.methods.head import Head
@@ -34,6 +35,7 @@ REGISTRY: dict[str, type] = {
     "adapter": Adapter,
     "unipelt": Unipelt,
     "proxy": Proxy,
+    "distill": Distill,
 }
 
 

@@ -43,6 +43,7 @@ def train_cmd(
     eval: Annotated[str, typer.Option("--eval", help="eval data (same forms as --train)")],
     out: Annotated[Path, typer.Option("--out", "-o", help="output folder")] = Path("runs/distill"),
     fractions: Annotated[str, typer.Option(help="e.g. 0.125,0.25,0.5,1.0: DSS vs label-only at each fraction")] = "",
+    variants: Annotated[str, typer.Option(help="with --fractions: which of dss,label-only to run here")] = "dss,label-only",
     config: Annotated[Path | None, typer.Option("--config", "-c", help="YAML file of settings")] = None,
     dtype: Annotated[str, typer.Option(help="float32 | bfloat16 | float16")] = "float32",
     device: Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N | mps")] = "auto",
@@ -51,7 +52,7 @@ def train_cmd(
     from lmadapt.config import build_configs, load_yaml, parse_overrides
     from lmadapt.data.rationale import load_rationale_task
     from lmadapt.methods.distill.config import DistillConfig
-    from lmadapt.methods.distill.fractions import parse_fractions, run_fractions
+    from lmadapt.methods.distill.fractions import parse_fractions, parse_variants, run_fractions
     from lmadapt.models.load import ModelSpec
     from lmadapt.run import tune
     from lmadapt.train.config import TrainConfig
@@ -64,7 +65,7 @@ def train_cmd(
     spec = ModelSpec(model=model, dtype=dtype, device=device)
     if fractions:
         run_fractions(train_task, eval_task, configs[DistillConfig], spec, configs[TrainConfig],
-                      parse_fractions(fractions), out)
+                      parse_fractions(fractions), out, parse_variants(variants))
         print((out / "fractions.md").read_text())
         print(out / "fractions.md")
         return

@@ -66,34 +66,62 @@ def run_one(task: Task, eval_task: Task, cfg: DistillConfig, model: ModelSpec, t
             "eval_seconds": eval_seconds, "trainable_params": adapted.trainable_params}
 
 
+VARIANTS = ("dss", "label-only")
+
+
+def parse_variants(text: str) -> list[str]:
+    names = [s.strip() for s in text.split(",") if s.strip()]
+    bad = [n for n in names if n not in VARIANTS]
+    if bad or not names:
+        raise LmadaptError(f"--variants must be a subset of {','.join(VARIANTS)}, got {text!r}")
+    return names
+
+
+def read_rows(out: Path) -> list[dict[str, Any]]:
+    """Finished cells of every variant (each variant keeps its own rows-VARIANT.json)."""
+    rows = []
+    for variant in VARIANTS:
+        path = out / f"rows-{variant}.json"
+        if path.exists():
+            rows += json.loads(path.read_text())
+    return rows
+
+
 def run_fractions(train_task: Task, eval_task: Task, cfg: DistillConfig, model: ModelSpec,
-                  train_cfg: TrainConfig, fractions: list[float], out: Path) -> list[dict[str, Any]]:
-    """DSS (cfg as given) and label-only (alpha = 1) at each fraction; writes the table and plot."""
+                  train_cfg: TrainConfig, fractions: list[float], out: Path,
+                  variants: list[str] | None = None) -> list[dict[str, Any]]:
+    """DSS (cfg as given) and label-only (alpha = 1) at each fraction; writes the table and plot.
+
+    Finished cells are kept on disk, so a rerun resumes; each variant may run in its own process
+    on the same `out` (pass variants=["dss"] and ["label-only"]).
+    """
     out.mkdir(parents=True, exist_ok=True)
-    variants = {"dss": cfg, "label-only": replace(cfg, distill_alpha=1.0)}
-    rows: list[dict[str, Any]] = []
-    done_path = out / "fractions.json"
-    if done_path.exists():  # resume: keep finished (fraction, variant) cells
-        rows = json.loads(done_path.read_text())["rows"]
-    for fraction, subset in nested_subsets(train_task, fractions, train_cfg.seed).items():
-        for variant, variant_cfg in variants.items():
-            if any(r["fraction"] == fraction and r["variant"] == variant for r in rows):
+    configs = {"dss": cfg, "label-only": replace(cfg, distill_alpha=1.0)}
+    train_task = train_task.subsample(train_cfg.max_train_examples or None, train_cfg.seed)
+    eval_task = eval_task.subsample(train_cfg.max_eval_examples or None, train_cfg.seed)
+    for variant in variants or list(VARIANTS):
+        rows_path = out / f"rows-{variant}.json"
+        rows = json.loads(rows_path.read_text()) if rows_path.exists() else []
+        for fraction, subset in nested_subsets(train_task, fractions, train_cfg.seed).items():
+            if any(r["fraction"] == fraction for r in rows):
                 continue
             print(f"[distill] fraction {fraction:g} ({len(subset.examples)} examples), {variant}", flush=True)
             run_cfg = replace(train_cfg, batch_size=min(train_cfg.batch_size, len(subset.examples)))
-            row = run_one(subset, eval_task, variant_cfg, model, run_cfg, out / f"{variant}-{fraction:g}")
+            row = run_one(subset, eval_task, configs[variant], model, run_cfg, out / f"{variant}-{fraction:g}")
             rows.append({"fraction": fraction, "variant": variant, **row})
             print(f"[distill]   {row['metric']} = {row['score']:.3f} [{row['ci_low']:.3f}, {row['ci_high']:.3f}]",
                   flush=True)
-            write_outputs(rows, out, model, cfg, train_cfg, train_task, eval_task)
-    return rows
+            atomic_write_text(rows_path, json.dumps(rows, indent=2))
+            write_outputs(read_rows(out), out, model, cfg, train_cfg, train_task, eval_task)
+    return read_rows(out)
 
 
 def write_outputs(rows: list[dict[str, Any]], out: Path, model: ModelSpec, cfg: DistillConfig,
                   train_cfg: TrainConfig, train_task: Task, eval_task: Task) -> None:
     """fractions.json (rows + settings), fractions.md (table) and fractions.png (plot)."""
-    meta = {"model": model.model, "train": train_task.name, "eval": eval_task.name,
-            "eval_examples": len(eval_task.examples), "distill": asdict(cfg), "train_config": asdict(train_cfg)}
+    meta = {"model": model.model, "train": train_task.name, "train_pool": len(train_task.examples),
+            "eval": eval_task.name, "eval_examples": len(eval_task.examples), "distill": asdict(cfg),
+            "train_config": asdict(train_cfg)}
     atomic_write_text(out / "fractions.json", json.dumps({"meta": meta, "rows": rows}, indent=2, default=str))
     atomic_write_text(out / "fractions.md", markdown_table(rows))
     plot(rows, out / "fractions.png")
