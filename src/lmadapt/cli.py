@@ -88,6 +88,21 @@ def _model_spec(settings: dict, model: str, dtype: str, device: str, remote: boo
                      trust_remote_code=bool(settings.pop("trust_remote_code", remote)))
 
 
+def _run_inputs(settings: dict, model: str, train: str, eval: str | None, out: Path,
+                dtype: str, device: str, remote: bool) -> tuple[ModelSpec, str, str | None, Path]:
+    """Model spec, train/eval refs and output folder, each from --options or the settings."""
+    model_spec = _model_spec(settings, model, dtype, device, remote)
+    train_ref, eval_ref = str(settings.pop("train", train)), settings.pop("eval", eval)
+    if not train_ref:
+        raise LmadaptError("no training data given; pass --train FILE or a pull name")
+    return model_spec, train_ref, eval_ref, Path(settings.pop("out", out))
+
+
+def _load_tasks(train_ref: str, eval_ref: str | None, data: DataSpec, eval_split: float, seed: int) -> tuple:
+    return load_train_eval(_resolve_data(train_ref), _resolve_data(eval_ref) if eval_ref else None,
+                           data, eval_split, seed)
+
+
 @app.command(context_settings=EXTRA, epilog=SETTINGS_HELP)
 def tune(ctx: typer.Context, method: Annotated[str, typer.Option(help=f"one of: {', '.join(REGISTRY)}")] = "",
          model: ModelOpt = "", train: TrainOpt = "", eval: EvalOpt = None, out: OutOpt = Path("runs/tune"),
@@ -104,15 +119,14 @@ def tune(ctx: typer.Context, method: Annotated[str, typer.Option(help=f"one of: 
         raise LmadaptError("no method given; pass --method (one of: " + ", ".join(REGISTRY) + ")")
     impl = get_method(method)
     spec = _data_spec(settings, input_field, label_field, output_field, labels, template, kind)
-    model_spec = _model_spec(settings, model, dtype, device, trust_remote_code)
-    train_ref, eval_ref = str(settings.pop("train", train)), settings.pop("eval", eval)
-    out = Path(settings.pop("out", out))
-    if not train_ref:
-        raise LmadaptError("no training data given; pass --train FILE or a pull name")
+    model_spec, train_ref, eval_ref, out = _run_inputs(settings, model, train, eval, out, dtype, device,
+                                                       trust_remote_code)
+    if not model_spec.model:
+        raise LmadaptError("no model given; pass --model with a hub id, a local path or a pull name")
+    split = float(settings.pop("eval_split", eval_split))
     configs = build_configs([TrainConfig, impl.config_class], settings)
     train_cfg = configs[TrainConfig]
-    train_task, eval_task = load_train_eval(_resolve_data(train_ref), _resolve_data(eval_ref) if eval_ref else None,
-                                            spec, eval_split, train_cfg.seed)
+    train_task, eval_task = _load_tasks(train_ref, eval_ref, spec, split, train_cfg.seed)
     record = run_tune(method, model_spec, train_task, eval_task, configs[impl.config_class], train_cfg, out)
     from lmadapt.report.compare import print_table
 
@@ -135,18 +149,15 @@ def compare(ctx: typer.Context,
     settings = _settings(config, ctx.args)
     method_list = parse_method_list(str(settings.pop("methods", methods)))
     spec = _data_spec(settings, input_field, label_field, output_field, labels, template, kind)
-    model_spec = _model_spec(settings, model, dtype, device, trust_remote_code)
-    train_ref, eval_ref = str(settings.pop("train", train)), settings.pop("eval", eval)
-    out = Path(settings.pop("out", out))
-    if not train_ref:
-        raise LmadaptError("no training data given; pass --train FILE or a pull name")
+    model_spec, train_ref, eval_ref, out = _run_inputs(settings, model, train, eval, out, dtype, device,
+                                                       trust_remote_code)
+    split = float(settings.pop("eval_split", eval_split))
     if not model_spec.model and any(m is None for _, m in method_list):
         raise LmadaptError("no model given; pass --model, or METHOD@MODEL for every method")
     train_keys = {k: v for k, v in settings.items() if k in TrainConfig.__dataclass_fields__}
     train_cfg = build_configs([TrainConfig], train_keys)[TrainConfig]
     configs = method_configs(method_list, {k: v for k, v in settings.items() if k not in train_keys})
-    train_task, eval_task = load_train_eval(_resolve_data(train_ref), _resolve_data(eval_ref) if eval_ref else None,
-                                            spec, eval_split, train_cfg.seed)
+    train_task, eval_task = _load_tasks(train_ref, eval_ref, spec, split, train_cfg.seed)
     run_compare(method_list, model_spec, train_task, eval_task, configs, train_cfg, out)
     print(out / "report.md")
 
