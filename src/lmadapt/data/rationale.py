@@ -263,7 +263,7 @@ def _has_rationale_field(path: Path) -> bool:
         row = json.loads(first)
     except json.JSONDecodeError:
         return False
-    return isinstance(row, dict) and "rationale" in row and "input" in row
+    return isinstance(row, dict) and "rationale" in row and any(k in row for k in ("input", "question", "premise"))
 
 
 def maybe_rationale_task(ref: str | Path, name: str | None = None) -> Task | None:
