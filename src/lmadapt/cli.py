@@ -262,6 +262,12 @@ def _mount_subapps() -> None:
         app.add_typer(rlhf_app, name="rlhf", help="RLHF: reward model, PPO with a KL penalty, DPO.")
     except ImportError:
         pass
+    try:
+        from lmadapt.methods.distill.cli import distill_app
+
+        app.add_typer(distill_app, name="distill", help="Distilling step-by-step: teacher rationales, student training.")
+    except ImportError:
+        pass
 
 
 _mount_subapps()
