@@ -23,10 +23,12 @@ from lmadapt.utils import atomic_write_text, dir_bytes
 MANIFEST = "lmadapt.json"
 
 
-def add_lora(model: torch.nn.Module, task_type: TaskType, r: int, alpha: float | None = None) -> PeftModel:
-    """Wrap model with a LoRA on its query/value projections (peft); the head trains too for SEQ_CLS."""
-    config = LoraConfig(task_type=task_type, r=r, lora_alpha=alpha or 2.0 * r, lora_dropout=0.0,
-                        target_modules=qv_targets(model), bias="none")
+def add_lora(model: torch.nn.Module, task_type: TaskType, r: int, targets: str = "qv") -> PeftModel:
+    """Wrap model with a LoRA (peft, alpha = 2r) on its query/value projections (targets="qv") or
+    on every linear layer but the output ("all-linear"); the head trains too for SEQ_CLS."""
+    modules = "all-linear" if targets == "all-linear" else qv_targets(model)
+    config = LoraConfig(task_type=task_type, r=r, lora_alpha=2.0 * r, lora_dropout=0.0,
+                        target_modules=modules, bias="none")
     try:
         return get_peft_model(model, config)
     except ValueError as err:

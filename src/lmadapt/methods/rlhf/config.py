@@ -54,6 +54,7 @@ class PPOConfig:
     max_grad_norm: float = field(default=1.0, metadata={"help": "gradient clipping norm (0 = off)"})
     adapter: str = field(default="lora", metadata={"help": "lora | full: LoRA policy (reference = adapter off) or all weights (frozen copy)"})
     lora_r: int = field(default=8, metadata={"help": "LoRA rank of the policy"})
+    lora_targets: str = field(default="qv", metadata={"help": "qv | all-linear: LoRA on query/value projections or every linear layer"})
     max_prompt_length: int = field(default=64, metadata={"help": "longest prompt in tokens (left-truncated)"})
     eval_samples: int = field(default=1, metadata={"help": "sampled continuations per held-out prompt"})
     seed: int = field(default=0, metadata={"help": "seed for prompt order, sampling and initialisation"})
@@ -72,6 +73,7 @@ class PPOConfig:
             (self.clip_range > 0 and self.clip_range_value > 0, "clip_range and clip_range_value must be > 0"),
             (self.kl_coef >= 0 and self.kl_target >= 0, "kl_coef and kl_target must be >= 0"),
             (self.adapter in ("lora", "full"), f"adapter must be lora or full, got {self.adapter!r}"),
+            (self.lora_targets in ("qv", "all-linear"), f"lora_targets must be qv or all-linear, got {self.lora_targets!r}"),
             (self.eval_samples >= 1, f"eval_samples must be >= 1, got {self.eval_samples}"),
         ])
 

@@ -98,7 +98,7 @@ def load_policy(spec: ModelSpec, cfg: PPOConfig) -> tuple[PolicyWithValue, objec
     lm.to(spec.torch_device())
     seed_everything(cfg.seed)
     if cfg.adapter == "lora":
-        lm = add_lora(lm, TaskType.CAUSAL_LM, cfg.lora_r)
+        lm = add_lora(lm, TaskType.CAUSAL_LM, cfg.lora_r, cfg.lora_targets)
     else:
         lm.requires_grad_(True)
     policy = PolicyWithValue(lm, len(tokenizer)).to(spec.torch_device())
