@@ -113,14 +113,15 @@ class RagAdapted:
         return self.inner.scores(texts)
 
     def figures(self, task: Task) -> dict:
-        """Mean retrieved-chunk score, chunks kept in the prompt and, with gold sources, recall@k."""
+        """Mean retrieved-chunk score, chunks kept in the prompt and, with gold sources and an
+        index (not the in-memory training corpus), recall@k."""
         retriever = self.prompter.retriever
         hits = retriever.hits(task.texts())
         out = {"rag_k": retriever.k,
                "mean_retrieved_score": float(np.mean([h.score for row in hits for h in row] or [0.0])),
                "mean_chunks_in_prompt": float(np.mean([self.prompter.build(t)[1] for t in task.texts()]))}
         gold = [(ex.gold_source, row) for ex, row in zip(task.examples, hits, strict=True) if ex.gold_source]
-        if gold:
+        if gold and self.artifact.get("index"):  # gold sources name documents of an index
             found = [any(source_matches(h.source, g) for h in row) for g, row in gold]
             out[f"recall@{retriever.k}"] = float(np.mean(found))
             out["recall_examples"] = len(gold)
