@@ -169,7 +169,7 @@ def train_dpo(spec: ModelSpec, train_pairs: list[PreferencePair], eval_pairs: li
                        max_length=train_cfg.max_length)
         extra = {"margin_before": float(before.mean()), "margin_after": float(after.mean()),
                  "accuracy_before": float((before > 0).mean()),
-                 "eval_loss_after": float(-np.log(1 / (1 + np.exp(-after))).mean())}
+                 "eval_loss_after": float(np.logaddexp(0.0, -after).mean())}  # −log σ(margin)
         record = make_record(METHOD, spec, task, "implicit_reward_accuracy", (after > 0).astype(float),
                              objective.model, work, train_cfg.seed, result.seconds, memory.peak,
                              {"method": asdict(cfg), "train": asdict(train_cfg)}, extra, len(train_pairs),

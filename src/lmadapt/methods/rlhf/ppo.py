@@ -200,8 +200,9 @@ def response_mask(response: torch.Tensor, eos_ids: list[int]) -> torch.Tensor:
     return (ended_before == 0).float()
 
 
-def eos_ids_of(lm: torch.nn.Module, tokenizer) -> list[int]:
-    ids = set(ModelSource(lm).eos_token_ids)
+def eos_ids_of(source: ModelSource, tokenizer) -> list[int]:
+    """EOS ids of the model's generation config and of the tokenizer."""
+    ids = set(source.eos_token_ids)
     if tokenizer.eos_token_id is not None:
         ids.add(int(tokenizer.eos_token_id))
     return sorted(ids)
@@ -216,8 +217,8 @@ def sample_rollout(policy: PolicyWithValue, tokenizer, prompts: list[str], cfg: 
     query, query_mask = left_pad(rows, pad)  # (B, T)
     gen = GenerationConfig(max_new_tokens=cfg.max_new_tokens, do_sample=True, temperature=cfg.temperature,
                            seed=seed)
-    eos = eos_ids_of(policy.lm, tokenizer)
     source = ModelSource(policy.lm, vocab_size=policy.vocab_size)
+    eos = eos_ids_of(source, tokenizer)
     response = decode_batch(source, query, query_mask, gen, eos, pad)  # (B, N)
     source.reset()
     mask = response_mask(response, eos)
