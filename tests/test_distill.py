@@ -175,7 +175,7 @@ def test_tune_and_reload(which, student, tiny_llama, tiny_t5, toy_task, tmp_path
     before = build_task_model(ModelSpec(model=str(folder), device="cpu"), toy_task).model.state_dict()
     record = tune("distill", ModelSpec(model=str(folder), device="cpu"), toy_task, toy_task, cfg, train_cfg,
                   tmp_path / "run")
-    assert record.extra["distill_metric"] == "accuracy" and record.train_steps == 2
+    assert record.metric == "accuracy" and record.train_steps == 2  # the task's own metric is the score
     adapted, _, _ = load_run(tmp_path / "run", device="cpu")
     texts = toy_task.texts()[:3]
     saved = [json.loads(line)["prediction"] for line in (tmp_path / "run" / "predictions.jsonl").open()][:3]

@@ -43,11 +43,18 @@ class Evaluation:
 
 
 def evaluate(adapted: Adapted, task: Task, batch_size: int = 32, seed: int = 0) -> Evaluation:
-    """Predict every example of task and score against its targets (bootstrap 95% CI)."""
+    """Predict every example of task and score against its targets (bootstrap 95% CI).
+
+    An adapted model whose quality is not a match against targets (e.g. an RLHF policy scored by
+    a reward model) provides `evaluate(task, seed) -> (predictions, scores)` instead.
+    """
     began = time.perf_counter()
-    predictions = adapted.predict(task.texts(), batch_size)
-    seconds = time.perf_counter() - began
-    return Evaluation(predictions, score_predictions(predictions, task.targets(), task.kind, seed), seconds)
+    if hasattr(adapted, "evaluate"):
+        predictions, scores = adapted.evaluate(task, seed)
+    else:
+        predictions = adapted.predict(task.texts(), batch_size)
+        scores = score_predictions(predictions, task.targets(), task.kind, seed)
+    return Evaluation(predictions, scores, time.perf_counter() - began)
 
 
 def _manifest(method: str, method_cfg: Any, model: ModelSpec, train_cfg: TrainConfig, task: Task) -> dict:

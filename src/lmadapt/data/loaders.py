@@ -22,7 +22,7 @@ class DataSpec:
     input_field: str = "text"  # field holding the model input
     label_field: str = "label"  # classification target field
     output_field: str = "output"  # generation target field
-    kind: str = "auto"  # classification | generation | auto (label field → classification)
+    kind: str = "auto"  # classification | generation | prompts | auto (label field → classification)
     labels: tuple[str, ...] = ()  # fixed label set; inferred from the train data when empty
     template: str = ""  # prompt template with a {text} slot; a per-kind default when empty
     source_field: str = "source"  # optional gold-source field (rag's recall@k); absent = none
@@ -121,7 +121,7 @@ def load_task(path: str | Path, spec: DataSpec | None = None, name: str | None =
         kind = kind or _infer_kind(row, spec, path)
         target_field = spec.label_field if kind == "classification" else spec.output_field
         text = _field(row, spec.input_field, where)
-        target = _field(row, target_field, where).strip()
+        target = _field(row, target_field, where).strip() if kind != "prompts" else ""
         gold = row.get(spec.source_field)
         examples.append(Example(text=text, target=target, source=where,
                                 gold_source=str(gold) if gold is not None else ""))

@@ -11,10 +11,11 @@ from dataclasses import dataclass, field, replace
 
 from lmadapt.errors import LmadaptError
 
-KINDS = ("classification", "generation")
+KINDS = ("classification", "generation", "prompts")  # prompts: inputs only (scored by a reward)
 DEFAULT_TEMPLATES = {
     "classification": "{text}\nAnswer:",
     "generation": "{text}\n",
+    "prompts": "{text}",
 }
 
 
@@ -78,7 +79,7 @@ class Task:
     @property
     def metric(self) -> str:
         """Primary metric name for this task kind."""
-        return "accuracy" if self.kind == "classification" else "exact_match"
+        return {"classification": "accuracy", "generation": "exact_match"}.get(self.kind, "reward")
 
     def prompt(self, text: str) -> str:
         """The prompt a language model sees for one input."""

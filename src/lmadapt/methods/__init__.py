@@ -17,6 +17,7 @@ from lmadapt.methods.prompt import Prompt
 from lmadapt.methods.proxy import Proxy
 from lmadapt.methods.ptuning import Ptuning
 from lmadapt.methods.rag import Rag
+from lmadapt.methods.rlhf.method import Rlhf
 from lmadapt.methods.unipelt import Unipelt
 from lmadapt.methods.zero_shot import ZeroShot
 
@@ -35,6 +36,7 @@ REGISTRY: dict[str, type] = {
     "adapter": Adapter,
     "unipelt": Unipelt,
     "proxy": Proxy,
+    "rlhf": Rlhf,
     "distill": Distill,
 }
 

@@ -70,7 +70,6 @@ def train_cmd(
         print(out / "fractions.md")
         return
     record = tune("distill", spec, train_task, eval_task, configs[DistillConfig], configs[TrainConfig], out)
-    extra = record.extra or {}
-    print(f"distill on {train_task.name}: {extra.get('distill_metric')} = {extra.get('distill_score', 0):.4f} "
-          f"[{extra.get('distill_ci_low', 0):.4f}, {extra.get('distill_ci_high', 0):.4f}]")
+    print(f"distill on {train_task.name}: {record.metric} = {record.score:.4f} "
+          f"[{record.ci_low:.4f}, {record.ci_high:.4f}]")
     print(out / "record.json")

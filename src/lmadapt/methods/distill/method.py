@@ -51,22 +51,17 @@ class DistillAdapted:
     save_fn: Any = field(repr=False, default=None)
     trainable_params: int = 0
     total_params: int = 0
-    last: tuple[list[str], list[str]] = field(default=([], []), repr=False)  # (texts, predictions)
 
     def predict(self, texts: list[str], batch_size: int = 16) -> list[str]:
-        predictions = self.tm.predict(texts, batch_size)
-        self.last = (list(texts), predictions)
-        return predictions
+        return self.tm.predict(texts, batch_size)
 
     def scores(self, texts: list[str]) -> torch.Tensor:
         raise NotImplementedError("distill students generate labels; they have no label scores")
 
-    def figures(self, eval_task: Task) -> dict[str, Any]:
-        """The task's own metric (SVAMP: answers by value) for the record's `extra`."""
-        texts, predictions = self.last
-        if texts != eval_task.texts():
-            predictions = self.predict(eval_task.texts())
-        return {f"distill_{k}": v for k, v in score_answers(predictions, eval_task.examples).items()}
+    def evaluate(self, task: Task, seed: int = 0) -> tuple[list[str], dict[str, Any]]:
+        """Label-task predictions scored by the task's own metric (SVAMP: answers by value)."""
+        predictions = self.predict(task.texts())
+        return predictions, score_answers(predictions, task.examples, seed)
 
     def save(self, artifact_dir: Path) -> None:
         artifact_dir.mkdir(parents=True, exist_ok=True)
