@@ -1,7 +1,8 @@
 """head: train the output layer only (+ the last k transformer blocks with unfreeze_last=k).
 
 Encoders: the sequence-classification head (every parameter outside the base model, plus the
-BERT-style pooler that feeds it: sentence-embedding checkpoints such as MiniLM ship it untrained).
+BERT-style pooler that feeds it: sentence-transformers checkpoints such as MiniLM pool by mean and
+never trained it).
 Causal / seq2seq LMs: the output embedding (`lm_head`); when it is tied to the input embedding,
 that shared matrix trains.
 """
