@@ -232,42 +232,22 @@ def demo(out: OutOpt = Path("demo-out"),
 
 
 def _mount_subapps() -> None:
-    try:
-        from lmadapt.assets.cli import pull_app
+    """Command groups that live beside the code they drive."""
+    from lmadapt.assets.cli import pull_app
+    from lmadapt.decoding.cli import generate_cmd
+    from lmadapt.index.cli import index_app
+    from lmadapt.methods.distill.cli import distill_app
+    from lmadapt.methods.peft_common.cli import merge_cmd
+    from lmadapt.methods.rlhf.cli import rlhf_app
 
-        app.add_typer(pull_app, name="pull", help="Pull named models and datasets (offline-capable).")
-    except ImportError:
-        pass
-    try:
-        from lmadapt.index.cli import index_app
-
-        app.add_typer(index_app, name="index", help="Build and query persistent vector indexes (RAG).")
-    except ImportError:
-        pass
-    try:
-        from lmadapt.decoding.cli import generate_cmd
-
-        app.command("generate")(generate_cmd)
-    except ImportError:
-        pass
-    try:
-        from lmadapt.methods.peft_common.cli import merge_cmd
-
-        app.command("merge")(merge_cmd)
-    except ImportError:
-        pass
-    try:
-        from lmadapt.methods.rlhf.cli import rlhf_app
-
-        app.add_typer(rlhf_app, name="rlhf", help="RLHF: reward model, PPO with a KL penalty, DPO.")
-    except ImportError:
-        pass
-    try:
-        from lmadapt.methods.distill.cli import distill_app
-
-        app.add_typer(distill_app, name="distill", help="Distilling step-by-step: teacher rationales, student training.")
-    except ImportError:
-        pass
+    groups = [(pull_app, "pull", "Pull named models and datasets (offline-capable)."),
+              (index_app, "index", "Build and query persistent vector indexes (RAG)."),
+              (rlhf_app, "rlhf", "RLHF: reward model, PPO with a KL penalty, DPO."),
+              (distill_app, "distill", "Distilling step-by-step: teacher rationales, student training.")]
+    for sub_app, name, help_text in groups:
+        app.add_typer(sub_app, name=name, help=help_text)
+    app.command("generate")(generate_cmd)
+    app.command("merge")(merge_cmd)
 
 
 _mount_subapps()

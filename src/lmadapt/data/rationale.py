@@ -152,19 +152,10 @@ def _is_equation(label: str) -> bool:
 
 
 def _read_json_lines(path: Path) -> list[tuple[int, dict]]:
-    rows = []
-    with path.open(encoding="utf-8") as handle:
-        for line_no, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise LmadaptError(f"{path}:{line_no}: not valid JSON ({err.msg}); fix the line") from None
-            if not isinstance(row, dict):
-                raise LmadaptError(f"{path}:{line_no}: expected a JSON object per line")
-            rows.append((line_no, row))
-    return rows
+    """(line number, row) of a JSON-lines file, with the loaders' file:line errors."""
+    from lmadapt.data.loaders import read_rows
+
+    return list(read_rows(path))
 
 
 def read_completions(llm_dir: Path, split: str) -> list[str]:
