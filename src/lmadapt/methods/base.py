@@ -118,6 +118,26 @@ def train_task_model(tm: TaskModel, train_task: Task, eval_task: Task | None, ct
     return train(tm, train_task.examples, cfg, ctx.work_dir, eval_fn)
 
 
+def fit_built(build: Any, train: Task, eval_task: Task | None, ctx: RunContext, method: str,
+              default_lr: float) -> tuple[TaskModelAdapted, TrainResult]:
+    """Load the task model, `build(tm)` (freeze / wrap modules, seeded), train; the artifact is
+    the trained tensors (`trained.safetensors`)."""
+    tm = task_model_for(train, ctx, method=method)
+    seed_everything(ctx.train.seed)  # modules added by build start the same in every run
+    build(tm)
+    adapted = fitted(tm, save_trainable)
+    return adapted, train_task_model(tm, train, eval_task, ctx, default_lr)
+
+
+def load_built(build: Any, artifact_dir: Path, task: Task, ctx: RunContext, method: str) -> TaskModelAdapted:
+    """The inverse of fit_built: the same build on a fresh task model, then the trained tensors."""
+    tm = task_model_for(task, ctx, method=method)
+    build(tm)
+    load_trainable(tm, artifact_dir)
+    tm.model.eval()
+    return fitted(tm, save_trainable)
+
+
 def fitted(tm: TaskModel, save_fn: Any = None) -> TaskModelAdapted:
     trainable, total = count_params(tm.model)
     return TaskModelAdapted(tm=tm, save_fn=save_fn, trainable_params=trainable, total_params=total)

@@ -10,16 +10,12 @@ from lmadapt.methods.adapter.model import add_adapters
 from lmadapt.methods.base import (
     RunContext,
     TaskModelAdapted,
-    fitted,
-    load_trainable,
-    save_trainable,
-    task_model_for,
-    train_task_model,
+    fit_built,
+    load_built,
 )
 from lmadapt.methods.head.method import head_modules
 from lmadapt.models.task_model import TaskModel
 from lmadapt.train.loop import TrainResult
-from lmadapt.utils import seed_everything
 
 
 def freeze_all_but_head(tm: TaskModel) -> None:
@@ -42,15 +38,7 @@ class Adapter:
 
     def fit(self, train: Task, eval_task: Task | None, cfg: AdapterMethodConfig,
             ctx: RunContext) -> tuple[TaskModelAdapted, TrainResult]:
-        tm = task_model_for(train, ctx, method=self.name)
-        seed_everything(ctx.train.seed)
-        build(tm, cfg)
-        adapted = fitted(tm, save_trainable)
-        return adapted, train_task_model(tm, train, eval_task, ctx, cfg.adapter_default_lr)
+        return fit_built(lambda tm: build(tm, cfg), train, eval_task, ctx, self.name, cfg.adapter_default_lr)
 
     def load(self, artifact_dir: Path, task: Task, cfg: AdapterMethodConfig, ctx: RunContext) -> TaskModelAdapted:
-        tm = task_model_for(task, ctx, method=self.name)
-        build(tm, cfg)
-        load_trainable(tm, artifact_dir)
-        tm.model.eval()
-        return fitted(tm, save_trainable)
+        return load_built(lambda tm: build(tm, cfg), artifact_dir, task, ctx, self.name)

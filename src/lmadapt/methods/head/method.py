@@ -18,11 +18,8 @@ from lmadapt.errors import LmadaptError
 from lmadapt.methods.base import (
     RunContext,
     TaskModelAdapted,
-    fitted,
-    load_trainable,
-    save_trainable,
-    task_model_for,
-    train_task_model,
+    fit_built,
+    load_built,
 )
 from lmadapt.methods.head.config import HeadConfig
 from lmadapt.models.load import find_layer_stack
@@ -67,14 +64,8 @@ class Head:
 
     def fit(self, train: Task, eval_task: Task | None, cfg: HeadConfig,
             ctx: RunContext) -> tuple[TaskModelAdapted, TrainResult]:
-        tm = task_model_for(train, ctx, method=self.name)
-        select_trainable(tm, cfg.unfreeze_last)
-        adapted = fitted(tm, save_trainable)
-        result = train_task_model(tm, train, eval_task, ctx, cfg.head_default_lr)
-        return adapted, result
+        return fit_built(lambda tm: select_trainable(tm, cfg.unfreeze_last), train, eval_task, ctx, self.name,
+                         cfg.head_default_lr)
 
     def load(self, artifact_dir: Path, task: Task, cfg: HeadConfig, ctx: RunContext) -> TaskModelAdapted:
-        tm = task_model_for(task, ctx, method=self.name)
-        select_trainable(tm, cfg.unfreeze_last)
-        load_trainable(tm, artifact_dir)
-        return fitted(tm, save_trainable)
+        return load_built(lambda tm: select_trainable(tm, cfg.unfreeze_last), artifact_dir, task, ctx, self.name)
