@@ -27,6 +27,7 @@ import json
 import os
 import platform
 import time
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -60,6 +61,11 @@ def parse_args() -> argparse.Namespace:
         help="Weights dtype.",
     )
     add("--batches", default="1,8", help="Comma-separated batch sizes.")
+    add(
+        "--modes",
+        default="base,proxy2,shared,proxy2-plain,shared-plain",
+        help="Comma-separated modes; base, proxy2 and shared are needed for the target check.",
+    )
     add("--prompt-len", type=int, default=16, help="Prompt tokens per row.")
     add("--new-tokens", type=int, default=24, help="Decode steps timed per run.")
     add("--repeats", type=int, default=2, help="Runs per cell; the median step time counts.")
@@ -98,6 +104,11 @@ def weight_bytes_per_step(model: torch.nn.Module) -> int:
     embed = model.get_input_embeddings().weight
     tied = embed.data_ptr() == model.get_output_embeddings().weight.data_ptr()
     return total if tied else total - embed.numel() * embed.element_size()
+
+
+def weight_bytes_of(module: torch.nn.Module) -> int:
+    """Bytes of a module's parameters."""
+    return sum(p.numel() * p.element_size() for p in module.parameters())
 
 
 def memory_bandwidth(megabytes: int = 512, repeats: int = 5) -> dict[str, float]:
@@ -181,18 +192,27 @@ def run(args: argparse.Namespace) -> dict:
     p_lora = sum(p.numel() for n, p in lora_model.named_parameters() if "lora_" in n)
     bytes_base, bytes_small = weight_bytes_per_step(base), weight_bytes_per_step(anti)
     bytes_lora = p_lora * next(anti.parameters()).element_size()
+    head_bytes = weight_bytes_of(anti.get_output_embeddings())
+    make_proxy2 = partial(partial, ProxySource, base, expert, anti)
+    make_shared = partial(partial, SharedLoraProxySource, base, lora_model)
     modes = {
         "base": (lambda: ModelSource(base), bytes_base),
-        "proxy2": (lambda: ProxySource(base, expert, anti), bytes_base + 2 * bytes_small),
-        "shared": (
-            lambda: SharedLoraProxySource(base, lora_model),
+        "proxy2": (make_proxy2(head_on_difference=True), bytes_base + 2 * bytes_small - head_bytes),
+        "shared": (make_shared(head_on_difference=True), bytes_base + bytes_small + bytes_lora),
+        "proxy2-plain": (make_proxy2(head_on_difference=False), bytes_base + 2 * bytes_small),
+        "shared-plain": (
+            make_shared(head_on_difference=False),
             bytes_base + bytes_small + bytes_lora,
         ),
     }
+    modes = {mode: spec for mode, spec in modes.items() if mode in args.modes.split(",")}
     bandwidth = memory_bandwidth()
     rows = []
     for batch in [int(b) for b in args.batches.split(",")]:
         sources = {mode: make() for mode, (make, _) in modes.items()}
+        for mode, source in sources.items():
+            if getattr(source, "head_on_difference", False) != (mode in ("proxy2", "shared")):
+                print(f"  note: {mode} runs with head_on_difference={source.head_on_difference}")
         times: dict[str, list[torch.Tensor]] = {mode: [] for mode in modes}
         for _ in range(args.repeats):  # interleave modes so background load hits all alike
             for mode, source in sources.items():
@@ -248,6 +268,10 @@ def check_targets(rows: list[dict], small_ratio: float, clock: str) -> list[dict
                 "shared_met": side_shared / side_two <= 0.6,
             }
         )
+        if ("proxy2-plain", batch) in ms:  # the two-model side without the shared-head step
+            side_plain = ms[("proxy2-plain", batch)] - base
+            checks[-1]["shared_side_over_plain_two_side"] = side_shared / side_plain
+            checks[-1]["proxy2_plain_over_base"] = ms[("proxy2-plain", batch)] / base
     return checks
 
 
@@ -275,15 +299,19 @@ def print_table(result: dict) -> None:
             ]
         print("| " + " | ".join(cells) + " |")
     print(
-        "\n| clock | batch | proxy2/base | bound | met | shared side / two-model side | met (<= 0.6) |"
+        "\n| clock | batch | proxy2/base | bound | met | shared side / two-model side | met (<= 0.6) "
+        "| proxy2-plain/base | shared side / plain two-model side |"
     )
-    print("|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|")
     for clock, checks in result["targets"].items():
         for c in checks:
+            plain = [c.get("proxy2_plain_over_base"), c.get("shared_side_over_plain_two_side")]
             print(
                 f"| {clock} | {c['batch']} | {c['proxy2_over_base']:.2f} | {c['proxy2_bound']:.2f} | "
                 f"{'yes' if c['proxy2_met'] else 'no'} | {c['shared_side_over_two_side']:.2f} | "
-                f"{'yes' if c['shared_met'] else 'no'} |"
+                f"{'yes' if c['shared_met'] else 'no'} | "
+                + " | ".join("-" if v is None else f"{v:.2f}" for v in plain)
+                + " |"
             )
 
 

@@ -24,6 +24,7 @@ from lmadapt.decoding import (
     sequence_logprobs,
 )
 from lmadapt.decoding.engine import decode_batch, left_pad
+from lmadapt.decoding.sources import split_head
 from lmadapt.errors import LmadaptError
 
 ATOL = 1e-4
@@ -159,13 +160,13 @@ def test_batched_equals_one_by_one(tok, trio):
     assert batched == generate(source, tok, PROMPTS, GREEDY, batch_size=2)
 
 
-def make_lora(small: LlamaForCausalLM):
+def make_lora(
+    small: LlamaForCausalLM, targets: tuple[str, ...] = ("q_proj", "v_proj", "down_proj")
+):
     """A peft LoRA on a copy of `small`, with random non-zero B so LoRA changes outputs."""
     from peft import LoraConfig, get_peft_model
 
-    lora_cfg = LoraConfig(
-        r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "down_proj"], lora_dropout=0.0
-    )
+    lora_cfg = LoraConfig(r=4, lora_alpha=8, target_modules=list(targets), lora_dropout=0.0)
     peft_model = get_peft_model(copy.deepcopy(small), lora_cfg)
     torch.manual_seed(3)
     for name, param in peft_model.named_parameters():
@@ -190,6 +191,58 @@ def test_shared_lora_equals_two_models(tok, trio):
         merged(input_ids).logits, small(input_ids).logits, atol=1e-2
     )  # LoRA matters
     assert proxy_tokens(shared, tok, PROMPTS) == proxy_tokens(two, tok, PROMPTS)
+
+
+def test_head_on_difference_is_used_and_exact(tok, trio):
+    """Expert and anti-expert sharing an LM head: the head runs once on h+ - h-; logits match
+    the two-projection path and greedy tokens match the slow no-cache reference."""
+    base, small, _ = trio
+    lora_model = make_lora(small)
+    merged = copy.deepcopy(lora_model).merge_and_unload().eval()  # head untouched by LoRA
+    input_ids, mask = left_pad([tok(p)["input_ids"] for p in PROMPTS], 0)
+    pos = (mask.cumsum(-1) - 1).clamp_min(0)
+    fast = ProxySource(base, merged, small, alpha=1.5, vocab_size=len(tok))
+    slow = ProxySource(
+        base, merged, small, alpha=1.5, vocab_size=len(tok), head_on_difference=False
+    )
+    shared = SharedLoraProxySource(base, lora_model, alpha=1.5, vocab_size=len(tok))
+    shared_slow = SharedLoraProxySource(
+        base, lora_model, alpha=1.5, vocab_size=len(tok), head_on_difference=False
+    )
+    assert fast.head_on_difference and shared.head_on_difference
+    assert not slow.head_on_difference and not shared_slow.head_on_difference
+    with torch.inference_mode():
+        want = slow.step(input_ids, mask, pos, keep=0)
+        for source in (fast, shared, shared_slow):
+            source.reset()
+            assert torch.allclose(source.step(input_ids, mask, pos, keep=0), want, atol=ATOL)
+    for prompt, got in zip(PROMPTS, proxy_tokens(fast, tok, PROMPTS), strict=True):
+        ids = tok(prompt)["input_ids"]
+        assert got == reference_proxy_tokens((base, merged, small), 1.5, ids, len(got))
+    assert proxy_tokens(shared, tok, PROMPTS) == proxy_tokens(fast, tok, PROMPTS)
+
+
+def test_head_on_difference_off_when_heads_differ_or_logits_transformed(tok, trio):
+    base, expert, anti = trio  # independent random small models: different heads
+    assert not ProxySource(base, expert, anti, vocab_size=len(tok)).head_on_difference
+    lora_on_head = make_lora(anti, targets=("q_proj", "v_proj", "lm_head"))
+    shared = SharedLoraProxySource(base, lora_on_head, vocab_size=len(tok))
+    assert not shared.head_on_difference  # LoRA wraps the head: project each row apart
+    capped = copy.deepcopy(anti)
+    capped.config.final_logit_softcapping = 30.0
+    assert split_head(capped) is None
+
+    class Scaled(LlamaForCausalLM):
+        """Logits doubled after the head: only the probe forward can see it."""
+
+        def forward(self, *args, **kwargs):
+            out = super().forward(*args, **kwargs)
+            out.logits = 2 * out.logits
+            return out
+
+    scaled = Scaled(anti.config).eval()
+    scaled.load_state_dict(anti.state_dict())
+    assert split_head(anti) is not None and split_head(scaled) is None
 
 
 def test_plain_greedy_matches_transformers_generate(tok, trio):

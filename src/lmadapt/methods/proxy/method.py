@@ -31,7 +31,6 @@ from lmadapt.decoding import (
     sequence_logprobs,
 )
 from lmadapt.decoding.engine import left_pad, pad_id_of, position_ids_for
-from lmadapt.decoding.sources import BASE_ADAPTER
 from lmadapt.errors import LmadaptError
 from lmadapt.eval.metrics import score_predictions
 from lmadapt.methods.base import RunContext, task_model_for
@@ -53,7 +52,7 @@ ARTIFACT = "proxy.json"
 EXPERT_DIR = "expert"
 
 
-def step_parts(source: LogitSource, ids: torch.Tensor, mask: torch.Tensor) -> dict[str, torch.Tensor]:
+def step_parts(source: ProxySource | SharedLoraProxySource, ids: torch.Tensor, mask: torch.Tensor) -> dict[str, torch.Tensor]:
     """Last-position logits (B, V) of the proxy (Eq. 1) and of its parts, one pass per model.
 
     ids, mask: (B, T) left-padded prompts. Returns {"proxy", "base", "expert"}; the parts cost
@@ -62,15 +61,7 @@ def step_parts(source: LogitSource, ids: torch.Tensor, mask: torch.Tensor) -> di
     positions = position_ids_for(mask)  # (B, T)
     source.reset()
     base = source.base.step(ids, mask, positions, keep=1)[:, -1]  # (B, V): s_M
-    if isinstance(source, SharedLoraProxySource):  # 2B rows: LoRA on (M+), then off (M-)
-        rows = ids.shape[0]
-        both = source.small.forward(torch.cat([ids, ids]), torch.cat([mask, mask]),
-                                    torch.cat([positions, positions]), keep=1,
-                                    adapter_names=[source.adapter_name] * rows + [BASE_ADAPTER] * rows)
-        expert, anti = both[:rows, -1], both[rows:, -1]  # (B, V) each
-    else:
-        expert = source.expert.step(ids, mask, positions, keep=1)[:, -1]  # (B, V): s_M+
-        anti = source.anti_expert.step(ids, mask, positions, keep=1)[:, -1]  # (B, V): s_M-
+    expert, anti = (t[:, -1] for t in source.parts(ids, mask, positions, keep=1))  # s_M+, s_M-
     source.reset()
     proxy = base + source.alpha * (expert.to(base.device) - anti.to(base.device))  # Eq. 1
     return {"proxy": proxy, "base": base, "expert": expert}
