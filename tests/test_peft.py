@@ -18,7 +18,7 @@ from lmadapt.methods.base import RunContext, task_model_for
 from lmadapt.methods.ia3.method import ia3_config
 from lmadapt.methods.lora.method import lora_config
 from lmadapt.methods.peft_common import AdapterSet
-from lmadapt.methods.peft_common.build import TASK_TYPES, install_prompt_hooks
+from lmadapt.methods.peft_common.build import TASK_TYPES, install_prompt_hooks, peft_config_for
 from lmadapt.methods.peft_common.merge import merge_run
 from lmadapt.methods.prefix.method import prefix_config
 from lmadapt.methods.prompt.method import prompt_config
@@ -30,7 +30,7 @@ from lmadapt.utils import seed_everything
 
 TRAIN = TrainConfig(epochs=1, batch_size=8, lr=3e-2, eval_each_epoch=False, warmup_ratio=0.0,
                     max_train_examples=32, max_eval_examples=8)
-HEAD_BERT = 32 * 2 + 2  # classifier of tiny BERT (hidden 32, 2 labels)
+HEAD_BERT = (32 * 2 + 2) + (32 * 32 + 32)  # tiny BERT (hidden 32, 2 labels): classifier + pooler
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +40,7 @@ def tasks(toy_data):
 
 def _wrapped(model_dir, task, tmp_path, builder):
     tm = task_model_for(task, RunContext(ModelSpec(model=str(model_dir)), TRAIN, tmp_path))
-    tm.model = get_peft_model(tm.model, builder(tm, TASK_TYPES[tm.kind]))
+    tm.model = get_peft_model(tm.model, peft_config_for(tm, builder))
     install_prompt_hooks(tm.model, tm.kind)
     return tm
 

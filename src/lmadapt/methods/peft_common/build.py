@@ -4,6 +4,11 @@
 adapter_model.safetensors, with the classifier head under modules_to_save for encoders), so
 `peft.PeftModel.from_pretrained(base, "artifact/adapter")` loads it without lmadapt.
 
+Encoders: the head trains in full beside the adapter, as peft's `modules_to_save` — the
+classifier and, for BERT-style models, the pooler that feeds it (the same modules the `head`
+method trains). Sentence-transformers checkpoints such as MiniLM pool by mean and never trained
+that pooler; frozen, it leaves the adapter too little to work with.
+
 Prompt-learning methods (prompt, ptuning) on causal LMs get two hooks, installed here and
 nowhere else, so the TaskModel's left-padded batches work unchanged:
 - peft drops `position_ids` for prompt/p-tuning (it prepends virtual-token embeddings); a
@@ -85,12 +90,25 @@ def save_adapter(tm: TaskModel, artifact_dir: Path) -> None:
     tm.tokenizer.save_pretrained(str(folder))
 
 
+def peft_config_for(tm: TaskModel, build_config: PeftConfigBuilder) -> PeftConfig:
+    """The method's peft config, with the encoder's whole head (classifier + pooler) added to
+    `modules_to_save` so it trains and is saved with the adapter."""
+    from lmadapt.methods.head.method import head_modules
+
+    config = build_config(tm, TASK_TYPES[tm.kind])
+    if tm.kind == "encoder":
+        names = {id(module): name for name, module in tm.model.named_modules()}
+        heads = [names[id(m)] for m in head_modules(tm) if any(True for _ in m.parameters())]
+        config.modules_to_save = sorted(set(config.modules_to_save or []) | set(heads))
+    return config
+
+
 def fit_peft(method: str, train: Task, eval_task: Task | None, ctx: RunContext,
              build_config: PeftConfigBuilder, default_lr: float) -> tuple[TaskModelAdapted, TrainResult]:
     """Wrap ctx.model with the peft config build_config makes, train it, return the adapted model."""
     tm = task_model_for(train, ctx, method=method)
     seed_everything(ctx.train.seed)  # adapter initialisation is part of the run's seed
-    config = build_config(tm, TASK_TYPES[tm.kind])
+    config = peft_config_for(tm, build_config)
     try:
         tm.model = get_peft_model(tm.model, config)
     except ValueError as err:
