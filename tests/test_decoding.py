@@ -175,11 +175,14 @@ def make_lora(
     return peft_model.eval()
 
 
-def test_shared_lora_equals_two_models(tok, trio):
+@pytest.mark.parametrize("batch_rows", [True, False], ids=["one-2B-row-pass", "two-passes"])
+def test_shared_lora_equals_two_models(tok, trio, batch_rows):
     base, small, _ = trio
     lora_model = make_lora(small)
     merged = copy.deepcopy(lora_model).merge_and_unload().eval()
-    shared = SharedLoraProxySource(base, lora_model, alpha=1.5, vocab_size=len(tok))
+    shared = SharedLoraProxySource(
+        base, lora_model, alpha=1.5, vocab_size=len(tok), batch_rows=batch_rows
+    )
     two = ProxySource(base, merged, small, alpha=1.5, vocab_size=len(tok))
     input_ids, mask = left_pad([tok(p)["input_ids"] for p in PROMPTS], 0)
     pos = (mask.cumsum(-1) - 1).clamp_min(0)
@@ -191,6 +194,10 @@ def test_shared_lora_equals_two_models(tok, trio):
         merged(input_ids).logits, small(input_ids).logits, atol=1e-2
     )  # LoRA matters
     assert proxy_tokens(shared, tok, PROMPTS) == proxy_tokens(two, tok, PROMPTS)
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    layers = [m for m in lora_model.modules() if isinstance(m, BaseTunerLayer)]
+    assert layers and not any(m.disable_adapters for m in layers)  # LoRA back on afterwards
 
 
 def test_head_on_difference_is_used_and_exact(tok, trio):
@@ -206,14 +213,15 @@ def test_head_on_difference_is_used_and_exact(tok, trio):
         base, merged, small, alpha=1.5, vocab_size=len(tok), head_on_difference=False
     )
     shared = SharedLoraProxySource(base, lora_model, alpha=1.5, vocab_size=len(tok))
+    batched = SharedLoraProxySource(base, lora_model, 1.5, len(tok), batch_rows=True)
     shared_slow = SharedLoraProxySource(
         base, lora_model, alpha=1.5, vocab_size=len(tok), head_on_difference=False
     )
-    assert fast.head_on_difference and shared.head_on_difference
+    assert fast.head_on_difference and shared.head_on_difference and batched.head_on_difference
     assert not slow.head_on_difference and not shared_slow.head_on_difference
     with torch.inference_mode():
         want = slow.step(input_ids, mask, pos, keep=0)
-        for source in (fast, shared, shared_slow):
+        for source in (fast, shared, batched, shared_slow):
             source.reset()
             assert torch.allclose(source.step(input_ids, mask, pos, keep=0), want, atol=ATOL)
     for prompt, got in zip(PROMPTS, proxy_tokens(fast, tok, PROMPTS), strict=True):

@@ -20,6 +20,7 @@ the model's logits are exactly `head(decoder(x))` (no soft-capping or logit scal
 from __future__ import annotations
 
 import inspect
+from contextlib import contextmanager, nullcontext
 from typing import Protocol, runtime_checkable
 
 import torch
@@ -116,8 +117,15 @@ def split_head(model: torch.nn.Module) -> tuple[torch.nn.Module, torch.nn.Linear
 class ModelSource:
     """One causal LM with one KV cache. Plain generation uses this source alone."""
 
-    def __init__(self, model: torch.nn.Module, vocab_size: int | None = None, name: str = "model"):
-        """`vocab_size` = len(tokenizer); logits are cut to that many columns (padded rows dropped)."""
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        vocab_size: int | None = None,
+        name: str = "model",
+        adapter_off: bool = False,
+    ):
+        """`vocab_size` = len(tokenizer); logits are cut to that many columns (padded rows
+        dropped). `adapter_off`: run a peft model with its adapters disabled (the base weights)."""
         if vocab_size is not None:
             check_width(model, vocab_size, name)
         self.model = model.eval()
@@ -132,10 +140,30 @@ class ModelSource:
             False  # False = unchecked
         )
         self._decoder_cache_kwarg: str | None = None
+        self.adapter_off = adapter_off
+        self._tuner_layers: list[torch.nn.Module] | None = None
 
     def reset(self) -> None:
         """Start over with an empty KV cache."""
         self._cache = None
+
+    @contextmanager
+    def _adapters_off(self):
+        """The peft adapters switched off for one forward. Per layer (`enable_adapters`): peft's
+        model-wide `disable_adapter()` walks the whole module tree each call, which cost more
+        than the small model's forward itself on CPU (26 ms vs 42 ms, 55M Llama)."""
+        if self._tuner_layers is None:
+            from peft.tuners.tuners_utils import BaseTunerLayer
+
+            self._tuner_layers = [m for m in self.model.modules() if isinstance(m, BaseTunerLayer)]
+        switched = [m for m in self._tuner_layers if not m.disable_adapters]
+        for layer in switched:
+            layer.enable_adapters(False)
+        try:
+            yield
+        finally:
+            for layer in switched:
+                layer.enable_adapters(True)
 
     @property
     def head(self) -> torch.nn.Linear | None:
@@ -156,12 +184,13 @@ class ModelSource:
         """Call `module` on new tokens with this source's cache (created on first use)."""
         if self._cache is None:
             self._cache = DynamicCache(config=self.model.config)
-        return module(
-            input_ids=input_ids.to(self.device),
-            attention_mask=attention_mask.to(self.device),
-            position_ids=position_ids.to(self.device),
-            **{cache_kwarg: self._cache, "use_cache": True, **kwargs},
-        )
+        with self._adapters_off() if self.adapter_off else nullcontext():
+            return module(
+                input_ids=input_ids.to(self.device),
+                attention_mask=attention_mask.to(self.device),
+                position_ids=position_ids.to(self.device),
+                **{cache_kwarg: self._cache, "use_cache": True, **kwargs},
+            )
 
     def forward(
         self,
@@ -196,6 +225,8 @@ class ModelSource:
         """Final hidden states (B, K, H) of the last `keep` positions (0 = all), extending the
         cache; the LM head is not run. Needs `self.head` (a probed split model).
         `adapter_names` selects a peft adapter per row (`BASE_ADAPTER` = off)."""
+        if self.head is None:
+            raise ValueError("hidden() needs a model whose logits are head(decoder(x))")
         decoder = self._split[0]  # type: ignore[index]
         if self._decoder_cache_kwarg is None:
             self._decoder_cache_kwarg = _cache_kwarg(decoder.forward)
@@ -311,13 +342,18 @@ class ProxySource(_Proxy):
         return expert, self.anti_expert.step(input_ids, attention_mask, position_ids, keep)
 
 
-class SharedLoraProxySource(_Proxy):
-    """Proxy-tuning where expert and anti-expert are ONE peft LoRA model.
+class SharedLoraProxySource(ProxySource):
+    """Proxy-tuning where expert and anti-expert are ONE peft LoRA model: adapter on = M+,
+    adapter off = M-. One copy of the small weights in memory instead of two.
 
-    Each step runs the small model once on 2B rows, LoRA on for rows [0, B) (expert) and off for
-    rows [B, 2B) (anti-expert), via peft's mixed-batch `adapter_names` forward; one KV cache.
-    The small model's weights are read once per step instead of twice, and (unless LoRA wraps
-    the LM head) the head runs once, on the difference of the two rows' hidden states.
+    Two ways to run the small side each step (`batch_rows`):
+    - True: one forward of 2B rows, LoRA on for rows [0, B) and off for rows [B, 2B) (peft's
+      mixed-batch `adapter_names`), one KV cache: the small weights are read once per step.
+      Pays off where a 2-row matmul costs about what a 1-row one does (GPUs, memory-bound).
+    - False: two B-row forwards of the same model, adapter on then off, two KV caches. On CPUs
+      whose 2-row matmul costs twice a 1-row one this is faster (no mixed-batch gather/scatter).
+    Default (None): False on CPU, True elsewhere; `benchmarks/proxy_decode.py` measures both.
+    Unless LoRA wraps the LM head, the head runs once per step on h+ - h- (module docstring).
     """
 
     def __init__(
@@ -328,26 +364,26 @@ class SharedLoraProxySource(_Proxy):
         vocab_size: int | None = None,
         adapter_name: str | None = None,
         head_on_difference: bool = True,
+        batch_rows: bool | None = None,
     ):
-        """`lora_model` is a `peft.PeftModel` with an unmerged LoRA adapter (`adapter_name`,
-        default its active adapter) on the anti-expert's weights."""
-        if not hasattr(lora_model, "active_adapter"):
+        """`lora_model` is a `peft.PeftModel` with an unmerged LoRA adapter on the
+        anti-expert's weights; `adapter_name` (default: the active one) is made active."""
+        if not hasattr(lora_model, "active_adapter") or not hasattr(lora_model, "disable_adapter"):
             from lmadapt.errors import LmadaptError
 
             raise LmadaptError("SharedLoraProxySource needs a peft LoRA model (PeftModel)")
+        if adapter_name is not None and adapter_name != lora_model.active_adapter:
+            lora_model.set_adapter(adapter_name)
         vocab_size = vocab_size or min(output_width(m) for m in (base, lora_model))
         self.base = ModelSource(base, vocab_size, "base model")
-        self.small = ModelSource(lora_model, vocab_size, "LoRA small model")
-        self.adapter_name = adapter_name or lora_model.active_adapter
+        self.expert = ModelSource(lora_model, vocab_size, "LoRA small model")
+        self.anti_expert = ModelSource(lora_model, vocab_size, "LoRA small model", adapter_off=True)
+        self.adapter_name = lora_model.active_adapter
         self.alpha = float(alpha)
         self.vocab_size = vocab_size
         self.eos_token_ids = self.base.eos_token_ids
-        self.head_on_difference = head_on_difference and self.small.head is not None
-
-    def reset(self) -> None:
-        """Empty both caches."""
-        self.base.reset()
-        self.small.reset()
+        self.head_on_difference = head_on_difference and self.expert.head is not None
+        self.batch_rows = self.expert.device.type != "cpu" if batch_rows is None else batch_rows
 
     def _rows(self, input_ids, attention_mask, position_ids):
         """The batch doubled (expert rows, then anti-expert rows) and the per-row adapters."""
@@ -357,18 +393,19 @@ class SharedLoraProxySource(_Proxy):
         return batch, doubled, names
 
     def delta(self, input_ids, attention_mask, position_ids, keep: int) -> torch.Tensor:
-        """Expert minus anti-expert logits (B, K, V) from one 2B-row small pass."""
-        if not self.head_on_difference:
-            expert, anti = self.parts(input_ids, attention_mask, position_ids, keep)
-            return expert - anti
+        """Expert minus anti-expert logits (B, K, V)."""
+        if not self.batch_rows or not self.head_on_difference:
+            return super().delta(input_ids, attention_mask, position_ids, keep)
         batch, doubled, names = self._rows(input_ids, attention_mask, position_ids)
-        states = self.small.hidden(*doubled, keep, adapter_names=names)  # (2B, K, H)
-        return self.small.head_logits(states[:batch] - states[batch:])
+        states = self.expert.hidden(*doubled, keep, adapter_names=names)  # (2B, K, H)
+        return self.expert.head_logits(states[:batch] - states[batch:])
 
     def parts(
         self, input_ids, attention_mask, position_ids, keep: int
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(expert, anti-expert) logits (B, K, V) from one 2B-row small pass."""
+        """(expert, anti-expert) logits (B, K, V)."""
+        if not self.batch_rows:
+            return super().parts(input_ids, attention_mask, position_ids, keep)
         batch, doubled, names = self._rows(input_ids, attention_mask, position_ids)
-        both = self.small.forward(*doubled, keep, adapter_names=names)  # (2B, K, V)
+        both = self.expert.forward(*doubled, keep, adapter_names=names)  # (2B, K, V)
         return both[:batch], both[batch:]
