@@ -4,9 +4,9 @@ Modes, each at every batch size:
   base          the base model alone (ModelSource)
   proxy2        base + expert + anti-expert as three models (ProxySource); the small side's
                 LM head runs once, on h+ - h- (both small models share it)
-  shared        base + ONE small LoRA model (SharedLoraProxySource): two B-row passes per step,
-                adapter on then off (the CPU default), head once on h+ - h-
-  shared-2B     the same, but one 2B-row pass, LoRA on for the expert rows only (GPU default)
+  shared        base + ONE small LoRA model (SharedLoraProxySource, batch_rows=False): two
+                B-row passes per step, adapter on then off, head once on h+ - h-
+  shared-2B     the same, but one 2B-row pass, LoRA on for the expert rows only (the default)
   proxy2-plain  proxy2 with each small model's own head (no shared-head step)
   shared-plain  shared-2B with each row's own head (the two-row layout alone)
 

@@ -213,15 +213,15 @@ def test_head_on_difference_is_used_and_exact(tok, trio):
         base, merged, small, alpha=1.5, vocab_size=len(tok), head_on_difference=False
     )
     shared = SharedLoraProxySource(base, lora_model, alpha=1.5, vocab_size=len(tok))
-    batched = SharedLoraProxySource(base, lora_model, 1.5, len(tok), batch_rows=True)
+    two_pass = SharedLoraProxySource(base, lora_model, 1.5, len(tok), batch_rows=False)
     shared_slow = SharedLoraProxySource(
         base, lora_model, alpha=1.5, vocab_size=len(tok), head_on_difference=False
     )
-    assert fast.head_on_difference and shared.head_on_difference and batched.head_on_difference
+    assert fast.head_on_difference and shared.head_on_difference and two_pass.head_on_difference
     assert not slow.head_on_difference and not shared_slow.head_on_difference
     with torch.inference_mode():
         want = slow.step(input_ids, mask, pos, keep=0)
-        for source in (fast, shared, batched, shared_slow):
+        for source in (fast, shared, two_pass, shared_slow):
             source.reset()
             assert torch.allclose(source.step(input_ids, mask, pos, keep=0), want, atol=ATOL)
     for prompt, got in zip(PROMPTS, proxy_tokens(fast, tok, PROMPTS), strict=True):

@@ -18,7 +18,7 @@ from lmadapt.methods.base import RunContext, task_model_for
 from lmadapt.methods.ia3.method import ia3_config
 from lmadapt.methods.lora.method import lora_config
 from lmadapt.methods.peft_common import AdapterSet
-from lmadapt.methods.peft_common.build import TASK_TYPES, install_prompt_hooks, peft_config_for
+from lmadapt.methods.peft_common.build import install_prompt_hooks, peft_config_for
 from lmadapt.methods.peft_common.merge import merge_run
 from lmadapt.methods.prefix.method import prefix_config
 from lmadapt.methods.prompt.method import prompt_config

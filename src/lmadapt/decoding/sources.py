@@ -347,12 +347,12 @@ class SharedLoraProxySource(ProxySource):
     adapter off = M-. One copy of the small weights in memory instead of two.
 
     Two ways to run the small side each step (`batch_rows`):
-    - True: one forward of 2B rows, LoRA on for rows [0, B) and off for rows [B, 2B) (peft's
-      mixed-batch `adapter_names`), one KV cache: the small weights are read once per step.
-      Pays off where a 2-row matmul costs about what a 1-row one does (GPUs, memory-bound).
-    - False: two B-row forwards of the same model, adapter on then off, two KV caches. On CPUs
-      whose 2-row matmul costs twice a 1-row one this is faster (no mixed-batch gather/scatter).
-    Default (None): False on CPU, True elsewhere; `benchmarks/proxy_decode.py` measures both.
+    - True (default): one forward of 2B rows, LoRA on for rows [0, B) and off for rows
+      [B, 2B) (peft's mixed-batch `adapter_names`), one KV cache: the small weights are read
+      once per step. Measured fastest on CPU for real Qwen2.5 pairs at batch 1 and 8
+      (docs/proxy_decode.md), and the layout a memory-bound GPU favours.
+    - False: two B-row forwards of the same model, adapter on then off, two KV caches. Costs
+      the unmerged LoRA twice; kept for hardware where a 2B-row matmul is slow.
     Unless LoRA wraps the LM head, the head runs once per step on h+ - h- (module docstring).
     """
 
@@ -364,7 +364,7 @@ class SharedLoraProxySource(ProxySource):
         vocab_size: int | None = None,
         adapter_name: str | None = None,
         head_on_difference: bool = True,
-        batch_rows: bool | None = None,
+        batch_rows: bool = True,
     ):
         """`lora_model` is a `peft.PeftModel` with an unmerged LoRA adapter on the
         anti-expert's weights; `adapter_name` (default: the active one) is made active."""
@@ -383,7 +383,7 @@ class SharedLoraProxySource(ProxySource):
         self.vocab_size = vocab_size
         self.eos_token_ids = self.base.eos_token_ids
         self.head_on_difference = head_on_difference and self.expert.head is not None
-        self.batch_rows = self.expert.device.type != "cpu" if batch_rows is None else batch_rows
+        self.batch_rows = batch_rows
 
     def _rows(self, input_ids, attention_mask, position_ids):
         """The batch doubled (expert rows, then anti-expert rows) and the per-row adapters."""
