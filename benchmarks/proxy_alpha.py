@@ -25,6 +25,7 @@ import torch
 from lmadapt.eval.metrics import score_predictions
 from lmadapt.methods.proxy.method import label_scores
 from lmadapt.run import load_run
+from lmadapt.utils import atomic_write_text
 
 
 def parse_args() -> argparse.Namespace:
@@ -88,9 +89,7 @@ def main() -> None:
         print(f"\nmean label margin log p({labels[0]}) - log p({labels[1]}):")
         for name, value in result["mean_margin"].items():
             print(f"  {name:12s} {value:+.2f}")
-    tmp = args.out.with_name(args.out.name + ".tmp")
-    tmp.write_text(json.dumps(result, indent=2))
-    tmp.replace(args.out)
+    atomic_write_text(args.out, json.dumps(result, indent=2))
     print(f"\nwrote {args.out}")
 
 

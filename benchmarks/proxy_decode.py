@@ -41,6 +41,7 @@ from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
 from lmadapt.decoding import GenerationConfig, ModelSource, ProxySource, SharedLoraProxySource
 from lmadapt.decoding.engine import decode_batch
 from lmadapt.decoding.vocab import output_width
+from lmadapt.utils import atomic_write_text
 
 
 def parse_args() -> argparse.Namespace:
@@ -341,9 +342,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     result = run(args)
     print_table(result)
-    tmp = args.out.with_name(args.out.name + ".tmp")
-    tmp.write_text(json.dumps(result, indent=2))
-    tmp.replace(args.out)
+    atomic_write_text(args.out, json.dumps(result, indent=2))
     print(f"\nwrote {args.out}")
 
 

@@ -130,3 +130,26 @@ def load_peft(method: str, artifact_dir: Path, task: Task, ctx: RunContext) -> T
     tm.model.eval()
     adapted = fitted(tm, save_adapter)
     return adapted
+
+
+class PeftMethod:
+    """A method that is one peft config trained with the shared loop. Subclasses set `name`,
+    `config_class`, `summary`, `default_lr_field` (the config field used when lr=0) and
+    `peft_config(cfg, tm, task_type)`; fitting, saving and loading are the same for all."""
+
+    name: str
+    config_class: type
+    summary: str
+    default_lr_field: str
+
+    def peft_config(self, cfg: Any, tm: TaskModel, task_type: TaskType) -> PeftConfig:
+        raise NotImplementedError
+
+    def fit(self, train: Task, eval_task: Task | None, cfg: Any,
+            ctx: RunContext) -> tuple[TaskModelAdapted, TrainResult]:
+        return fit_peft(self.name, train, eval_task, ctx,
+                        lambda tm, task_type: self.peft_config(cfg, tm, task_type),
+                        getattr(cfg, self.default_lr_field))
+
+    def load(self, artifact_dir: Path, task: Task, cfg: Any, ctx: RunContext) -> TaskModelAdapted:
+        return load_peft(self.name, artifact_dir, task, ctx)

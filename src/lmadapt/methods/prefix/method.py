@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from peft import PrefixTuningConfig, TaskType
 
 from lmadapt.data.task import Task
 from lmadapt.errors import LmadaptError
 from lmadapt.methods.base import RunContext, TaskModelAdapted
-from lmadapt.methods.peft_common.build import fit_peft, load_peft
+from lmadapt.methods.peft_common.build import PeftMethod
 from lmadapt.methods.prefix.config import PrefixMethodConfig
 from lmadapt.models.load import load_config, model_kind, resolve_model_ref
 from lmadapt.models.task_model import TaskModel
@@ -21,11 +19,13 @@ def prefix_config(cfg: PrefixMethodConfig, tm: TaskModel, task_type: TaskType) -
                               prefix_projection=cfg.prefix_projection, encoder_hidden_size=cfg.prefix_hidden)
 
 
-class Prefix:
+class Prefix(PeftMethod):
     name = "prefix"
     config_class = PrefixMethodConfig
     model_kinds = ("causal", "seq2seq")  # transformers 5 encoders take no past key values
     summary = "prefix tuning: learned key/value prefixes in every layer (peft)"
+    default_lr_field = "prefix_default_lr"
+    peft_config = staticmethod(prefix_config)
 
     def fit(self, train: Task, eval_task: Task | None, cfg: PrefixMethodConfig,
             ctx: RunContext) -> tuple[TaskModelAdapted, TrainResult]:
@@ -33,8 +33,4 @@ class Prefix:
             raise LmadaptError("prefix (peft) needs a model whose forward takes past_key_values, and "
                                "transformers 5 encoders (BERT-like) do not; use unipelt (its own prefix), "
                                "prompt or ptuning with an encoder, or a causal LM")
-        return fit_peft(self.name, train, eval_task, ctx, lambda tm, tt: prefix_config(cfg, tm, tt),
-                        cfg.prefix_default_lr)
-
-    def load(self, artifact_dir: Path, task: Task, cfg: PrefixMethodConfig, ctx: RunContext) -> TaskModelAdapted:
-        return load_peft(self.name, artifact_dir, task, ctx)
+        return super().fit(train, eval_task, cfg, ctx)

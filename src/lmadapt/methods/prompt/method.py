@@ -2,16 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from peft import PromptTuningConfig, PromptTuningInit, TaskType
 
-from lmadapt.data.task import Task
-from lmadapt.methods.base import RunContext, TaskModelAdapted
-from lmadapt.methods.peft_common.build import fit_peft, load_peft
+from lmadapt.methods.peft_common.build import PeftMethod
 from lmadapt.methods.prompt.config import PromptMethodConfig
 from lmadapt.models.task_model import TaskModel
-from lmadapt.train.loop import TrainResult
 
 
 def prompt_config(cfg: PromptMethodConfig, tm: TaskModel, task_type: TaskType) -> PromptTuningConfig:
@@ -23,15 +18,9 @@ def prompt_config(cfg: PromptMethodConfig, tm: TaskModel, task_type: TaskType) -
                               prompt_tuning_init_text=cfg.prompt_init_text, tokenizer_name_or_path=tm.ref)
 
 
-class Prompt:
+class Prompt(PeftMethod):
     name = "prompt"
     config_class = PromptMethodConfig
     summary = "prompt tuning: trained virtual-token embeddings before the input (peft)"
-
-    def fit(self, train: Task, eval_task: Task | None, cfg: PromptMethodConfig,
-            ctx: RunContext) -> tuple[TaskModelAdapted, TrainResult]:
-        return fit_peft(self.name, train, eval_task, ctx, lambda tm, tt: prompt_config(cfg, tm, tt),
-                        cfg.prompt_default_lr)
-
-    def load(self, artifact_dir: Path, task: Task, cfg: PromptMethodConfig, ctx: RunContext) -> TaskModelAdapted:
-        return load_peft(self.name, artifact_dir, task, ctx)
+    default_lr_field = "prompt_default_lr"
+    peft_config = staticmethod(prompt_config)
