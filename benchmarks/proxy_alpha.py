@@ -3,8 +3,9 @@
 Eq. 1 of proxy-tuning is linear in alpha: per label,
     s(alpha) = s_base + alpha * (s_expert - s_anti) + c_row
 where c_row is a per-example normalising constant that cannot change which label wins. So one
-forward pass per model gives the exact predictions at every alpha:
-    argmax s(alpha') = argmax [ s_base + (alpha' / alpha_run) * (s_proxy - s_base) ].
+forward pass per model gives the exact predictions at every alpha
+(`lmadapt.methods.proxy.method.alpha_predictions`; `tune` also records a small sweep in
+`record.extra["alpha_sweep"]`, this script scores any list of alphas on a saved run).
 The script rebuilds the run (`load_run`), scores the run's own eval examples
 (`predictions.jsonl`: text + target), and reports accuracy with a bootstrap 95% CI and macro-F1
 per alpha, plus each part's mean label margin (how strongly it leans to one label), which is
@@ -23,7 +24,7 @@ from pathlib import Path
 import torch
 
 from lmadapt.eval.metrics import score_predictions
-from lmadapt.methods.proxy.method import label_scores
+from lmadapt.methods.proxy.method import alpha_predictions, label_scores, mean_label_margins
 from lmadapt.run import load_run
 from lmadapt.utils import atomic_write_text
 
@@ -55,24 +56,21 @@ def main() -> None:
     alpha_run = adapted.cfg.proxy_alpha
     if alpha_run == 0:
         raise SystemExit("the run used alpha = 0: the expert - anti-expert term is not recoverable")
-    step = (scores["proxy"] - scores["base"]) / alpha_run  # s_expert - s_anti (+ row constants)
     labels = task.labels
 
-    def scored(matrix: torch.Tensor) -> dict:
-        predictions = [labels[i] for i in matrix.argmax(dim=1).tolist()]
+    def scored(picked: torch.Tensor) -> dict:
+        predictions = [labels[i] for i in picked.tolist()]
         out = score_predictions(predictions, targets, "classification")
         out["predicted_share"] = {lab: predictions.count(lab) / len(predictions) for lab in labels}
         return out
 
     result: dict = {"run": str(args.run), "alpha_run": alpha_run, "n": len(texts)}
-    result["parts"] = {"base": scored(scores["base"]), "expert": scored(scores["expert"])}
-    result["alphas"] = {a: scored(scores["base"] + float(a) * step) for a in args.alphas.split(",")}
+    result["parts"] = {name: scored(scores[name].argmax(dim=1)) for name in ("base", "expert")}
+    result["alphas"] = {
+        a: scored(alpha_predictions(scores, alpha_run, float(a))) for a in args.alphas.split(",")
+    }
     if len(labels) == 2:  # margin = s(label 0) - s(label 1): > 0 leans to label 0
-        anti = scores["expert"] - step
-        margins = {"base": scores["base"], "expert": scores["expert"], "anti-expert": anti}
-        result["mean_margin"] = {
-            name: float((m[:, 0] - m[:, 1]).mean()) for name, m in margins.items()
-        }
+        result["mean_margin"] = mean_label_margins(scores, alpha_run)
         result["margin_label"] = labels[0]
     result["seconds"] = seconds
     print(f"{len(texts)} eval examples of {args.run}, scored in {seconds:.0f} s\n")

@@ -12,7 +12,7 @@ from lmadapt.errors import LmadaptError
 from lmadapt.methods import get_method
 from lmadapt.methods.base import RunContext, task_model_for
 from lmadapt.methods.proxy import ProxyConfig
-from lmadapt.methods.proxy.method import ProxyAdapted
+from lmadapt.methods.proxy.method import ProxyAdapted, alpha_predictions, mean_label_margins
 from lmadapt.models.load import ModelSpec
 from lmadapt.run import load_run, tune
 from lmadapt.train.config import TrainConfig
@@ -105,6 +105,26 @@ def test_tune_then_load_gives_equal_scores(expert_method, tiny_llama, small_llam
     parts = loaded._parts[1]  # base and expert alone, from the proxy's own passes
     torch.testing.assert_close(parts["expert"], loaded.tm.label_scores(texts), rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(parts["base"], loaded.base.label_scores(texts), rtol=1e-5, atol=1e-5)
+    assert set(record.extra["alpha_sweep"]) == {"0.25", "0.5", "1.0", "2.0"}
+    assert record.extra["alpha_sweep"]["1.0"] == record.score  # the run's own alpha
+
+
+def test_alpha_predictions_equal_a_rerun_at_that_alpha(tiny_llama, small_llama, tasks, tmp_path):
+    """Picking labels at another alpha from one run's parts equals running Eq. 1 at it."""
+    train_task, eval_task = tasks
+    spec = ModelSpec(model=str(tiny_llama))
+    texts = eval_task.texts()[:12]
+    runs = {}
+    for alpha in (1.0, 2.5):
+        cfg = ProxyConfig(proxy_small=str(small_llama), proxy_alpha=alpha)
+        adapted, _ = get_method("proxy").fit(train_task, None, cfg, RunContext(spec, TRAIN, tmp_path / str(alpha)))
+        adapted.scores(texts)
+        runs[alpha] = adapted._parts[1]
+    want = runs[2.5]["proxy"].argmax(dim=1)
+    assert torch.equal(alpha_predictions(runs[1.0], 1.0, 2.5), want)
+    assert torch.equal(alpha_predictions(runs[1.0], 1.0, 0.0), runs[1.0]["base"].argmax(dim=1))
+    margins = mean_label_margins(runs[1.0], 1.0)
+    assert set(margins) == {"base", "expert", "anti_expert"} and margins["expert"] != margins["anti_expert"]
 
 
 def test_alpha_zero_generation_equals_base_greedy(tiny_llama, small_llama, tmp_path):

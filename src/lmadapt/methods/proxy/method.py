@@ -101,6 +101,28 @@ def label_scores(source: LogitSource, tm: TaskModel, texts: list[str],
     return {"proxy": logprobs.view(len(prompts), len(task.labels))}
 
 
+SWEEP_ALPHAS = (0.25, 0.5, 1.0, 2.0)
+
+
+def alpha_predictions(parts: dict[str, torch.Tensor], alpha_run: float, alpha: float) -> torch.Tensor:
+    """Label indices (N,) the proxy picks at `alpha`, from one run's scores at `alpha_run` != 0.
+
+    Eq. 1 is linear in alpha and per-row normalising constants never change the winner, so
+    argmax s(alpha) = argmax [s_base + (alpha / alpha_run) * (s_proxy - s_base)].
+    """
+    step = (parts["proxy"] - parts["base"]) / alpha_run  # s_expert - s_anti (+ row constants)
+    return (parts["base"] + alpha * step).argmax(dim=1)
+
+
+def mean_label_margins(parts: dict[str, torch.Tensor], alpha_run: float) -> dict[str, float]:
+    """Two-label tasks: mean of s(label 0) - s(label 1) for base, expert and anti-expert, i.e.
+    how far each leans to one label. A large expert - anti-expert gap with a near-balanced base
+    is the small model's own label bias being carried over (docs/proxy.md)."""
+    anti = parts["expert"] - (parts["proxy"] - parts["base"]) / alpha_run  # s_anti (+ constants)
+    named = {"base": parts["base"], "expert": parts["expert"], "anti_expert": anti}
+    return {name: float((m[:, 0] - m[:, 1]).mean()) for name, m in named.items()}
+
+
 class ProxyAdapted:
     """The base steered by the expert/anti-expert pair; `tm` is the expert (what trained)."""
 
@@ -153,6 +175,16 @@ class ProxyAdapted:
             scored = score_predictions(predictions, task.targets(), task.kind)
             out.update({f"{name}_score": scored["score"], f"{name}_ci_low": scored["ci_low"],
                         f"{name}_ci_high": scored["ci_high"]})
+        alpha_run = self.cfg.proxy_alpha
+        if {"proxy", "base", "expert"} <= set(cached) and alpha_run != 0:  # free: same passes
+            sweep = {}
+            for alpha in SWEEP_ALPHAS:
+                picked = alpha_predictions(cached, alpha_run, alpha).tolist()
+                predictions = [task.labels[i] for i in picked]
+                sweep[str(alpha)] = score_predictions(predictions, task.targets(), task.kind)["score"]
+            out["alpha_sweep"] = sweep  # diagnostics on the eval set, not a tuned alpha
+            if len(task.labels) == 2:
+                out["mean_label_margin"] = mean_label_margins(cached, alpha_run)
         return out
 
     def save(self, artifact_dir: Path) -> None:
