@@ -38,6 +38,12 @@ def test_console_entry_point_prints_one_line(tmp_path):
                                                   ", ".join(REGISTRY)]
 
 
+def test_unknown_option_is_one_line_not_a_traceback(capsys, monkeypatch):
+    code, err = _main(capsys, monkeypatch, ["generate", "--model", "x", "--prompt", "hi"])
+    assert code == 2
+    assert "No such option: --model" in err and "Traceback" not in err
+
+
 def test_every_command_has_help():
     for command in ([], ["tune"], ["compare"], ["eval"], ["predict"], ["demo"], ["methods"]):
         result = runner.invoke(app, [*command, "--help"])
