@@ -106,3 +106,19 @@ def test_method_matrix(case, tasks, request, tmp_path):
     # adapted differs from the base model
     if fixture == "tiny_llama" and method != "zero-shot" and method != "features":
         assert not torch.allclose(loaded.scores(texts), base_scores, atol=1e-5)
+
+
+@pytest.mark.parametrize("head_lr", [1e-2, 0.0])
+def test_full_gives_the_encoder_head_its_own_lr(head_lr, tasks, tiny_bert, tmp_path):
+    """At a near-zero body lr, only the head (classifier + pooler) moves, and only when
+    full_head_lr is set."""
+    from lmadapt.methods.full import FullConfig
+
+    cfg = TrainConfig(epochs=1, batch_size=8, lr=1e-9, warmup_ratio=0.0, eval_each_epoch=False,
+                      max_grad_norm=0.0, max_train_examples=32)
+    ctx = RunContext(ModelSpec(model=str(tiny_bert)), cfg, tmp_path)
+    before = {n: p.detach().clone() for n, p in task_model_for(tasks[0], ctx).model.named_parameters()}
+    adapted, _ = get_method("full").fit(tasks[0], None, FullConfig(full_head_lr=head_lr), ctx)
+    moved = {n for n, p in adapted.tm.model.named_parameters() if (p - before[n]).abs().max() > 1e-6}
+    head = {n for n in before if n.startswith(("classifier", "bert.pooler"))}
+    assert moved == (head if head_lr else set())

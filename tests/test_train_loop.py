@@ -65,6 +65,19 @@ def test_exact_resume(tiny_bert, task, tmp_path):
         torch.testing.assert_close(a, b, msg=name)
 
 
+def test_lr_overrides_move_only_their_parameters_faster(bert_no_dropout, task):
+    """Per-parameter lr: with body lr 0 only the overridden (head) parameters change, and a
+    run without overrides at body lr 0 changes nothing."""
+    cfg = TrainConfig(epochs=1, batch_size=8, lr=1e-9, warmup_ratio=0.0, eval_each_epoch=False,
+                      max_grad_norm=0.0)
+    tm = task_model_for(task, RunContext(ModelSpec(model=str(bert_no_dropout)), cfg, Path(".")))
+    before = {n: p.detach().clone() for n, p in tm.model.named_parameters()}
+    head = {id(p) for n, p in tm.model.named_parameters() if n.startswith("classifier")}
+    train(tm, task.examples, cfg, lr_overrides={i: 1e-2 for i in head})
+    moved = {n for n, p in tm.model.named_parameters() if (p - before[n]).abs().max() > 1e-6}
+    assert moved == {n for n in before if n.startswith("classifier")}
+
+
 def test_nan_guard(tiny_bert, task):
     tm = task_model_for(task, RunContext(ModelSpec(model=str(tiny_bert)), TrainConfig(), Path(".")))
     tm.loss = lambda model, batch: model(**batch).loss * float("nan")

@@ -103,7 +103,7 @@ def with_default_lr(cfg: TrainConfig, lr: float) -> TrainConfig:
 
 
 def train_task_model(tm: TaskModel, train_task: Task, eval_task: Task | None, ctx: RunContext,
-                     default_lr: float) -> TrainResult:
+                     default_lr: float, lr_overrides: dict[int, float] | None = None) -> TrainResult:
     """Run the shared loop on tm's trainable parameters, scoring eval_task after each epoch."""
     train_task.check_trainable()
     cfg = with_default_lr(ctx.train, default_lr)
@@ -115,7 +115,7 @@ def train_task_model(tm: TaskModel, train_task: Task, eval_task: Task | None, ct
             preds = tm.predict(eval_task.texts(), cfg.eval_batch_size)
             scored = score_predictions(preds, eval_task.targets(), eval_task.kind, cfg.seed)
             return {"score": scored["score"]}
-    return train(tm, train_task.examples, cfg, ctx.work_dir, eval_fn)
+    return train(tm, train_task.examples, cfg, ctx.work_dir, eval_fn, lr_overrides=lr_overrides)
 
 
 def fit_built(build: Any, train: Task, eval_task: Task | None, ctx: RunContext, method: str,

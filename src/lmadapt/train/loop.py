@@ -81,17 +81,34 @@ def _trainable(model: torch.nn.Module) -> list[torch.nn.Parameter]:
     return params
 
 
+def _param_groups(model: torch.nn.Module, lr: float,
+                  lr_overrides: dict[int, float] | None) -> list[dict]:
+    """AdamW groups: every trainable parameter at `lr`, except those whose id() is in
+    `lr_overrides` (id -> lr), grouped by their own lr. The scheduler scales every group alike."""
+    params = _trainable(model)
+    overrides = lr_overrides or {}
+    groups: dict[float, list[torch.nn.Parameter]] = {}
+    for p in params:
+        groups.setdefault(overrides.get(id(p), lr), []).append(p)
+    return [{"params": ps, "lr": group_lr} for group_lr, ps in groups.items()]
+
+
 def train(tm: TaskModel, examples: list[Example], cfg: TrainConfig, out_dir: Path | None = None,
-          eval_fn: Callable[[int], dict] | None = None, stop_at_step: int | None = None) -> TrainResult:
+          eval_fn: Callable[[int], dict] | None = None, stop_at_step: int | None = None,
+          lr_overrides: dict[int, float] | None = None) -> TrainResult:
     """Train tm.model's trainable parameters on examples with tm's loss; returns the curve.
+
+    lr_overrides maps id(parameter) to its own learning rate (e.g. a fresh head trained faster
+    than a pretrained body); every other trainable parameter uses cfg.lr.
 
     stop_at_step ends the run early after that many steps (used to test exact resume).
     """
     accelerator = make_accelerator(cfg)
     seed_everything(cfg.seed)
     steps_per_epoch, total_steps, per_proc = plan_steps(len(examples), cfg, accelerator.num_processes)
-    params = _trainable(tm.model)
-    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    groups = _param_groups(tm.model, cfg.lr, lr_overrides)
+    params = [p for group in groups for p in group["params"]]
+    optimizer = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = get_scheduler("constant_with_warmup" if cfg.schedule == "constant" else cfg.schedule,
                               optimizer, num_warmup_steps=int(cfg.warmup_ratio * total_steps),
                               num_training_steps=total_steps)

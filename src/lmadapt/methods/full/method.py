@@ -1,4 +1,8 @@
-"""full: fine-tune every parameter; the artifact is a plain HF model folder."""
+"""full: fine-tune every parameter; the artifact is a plain HF model folder.
+
+Encoders: the classification head (classifier + BERT pooler, as `head` trains) gets its own
+learning rate, `full_head_lr` (default 1e-3), while the pretrained body uses the run's lr
+(default 5e-5): a freshly initialised head barely moves at a fine-tuning lr in a short run."""
 
 from __future__ import annotations
 
@@ -14,6 +18,7 @@ from lmadapt.methods.base import (
     train_task_model,
 )
 from lmadapt.methods.full.config import FullConfig
+from lmadapt.methods.head.method import head_modules
 from lmadapt.models.task_model import TaskModel
 from lmadapt.train.loop import TrainResult
 
@@ -34,7 +39,10 @@ class Full:
         for param in tm.model.parameters():
             param.requires_grad_(True)
         adapted = fitted(tm, _save_model)
-        result = train_task_model(tm, train, eval_task, ctx, cfg.full_default_lr)
+        overrides = None
+        if tm.kind == "encoder" and cfg.full_head_lr > 0:  # a fresh head learns faster
+            overrides = {id(p): cfg.full_head_lr for m in head_modules(tm) for p in m.parameters()}
+        result = train_task_model(tm, train, eval_task, ctx, cfg.full_default_lr, overrides)
         return adapted, result
 
     def load(self, artifact_dir: Path, task: Task, cfg: FullConfig, ctx: RunContext) -> TaskModelAdapted:
