@@ -27,6 +27,7 @@ def reviews():
 @pytest.mark.parametrize("method, model, threshold", [
     ("features", "minilm", 0.65),
     ("adapter", "minilm", 0.60),
+    ("full", "minilm", 0.62),
     ("zero-shot", "smollm2-135m", 0.55),
 ])
 def test_real_method_beats_chance_and_reloads(method, model, threshold, reviews, tmp_path):
