@@ -5,7 +5,6 @@ inference. The student is fully fine-tuned or wrapped by a peft method (`student
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +15,7 @@ from lmadapt.data.rationale import RationaleExample, rationale_examples
 from lmadapt.data.task import Example, Task
 from lmadapt.eval.arith import equation_match
 from lmadapt.eval.metrics import bootstrap_mean_ci, normalize_answer
-from lmadapt.methods.base import RunContext, task_model_for, with_default_lr
+from lmadapt.methods.base import RunContext, TaskModelAdapted, task_model_for, with_default_lr
 from lmadapt.methods.distill.config import DistillConfig
 from lmadapt.methods.distill.loss import DistillLoss
 from lmadapt.methods.distill.student import load_student, make_student
@@ -43,17 +42,8 @@ def score_answers(predictions: list[str], examples: list[Example], seed: int = 0
             "score": float(correct.mean()) if len(correct) else 0.0, "ci_low": low, "ci_high": high}
 
 
-@dataclass
-class DistillAdapted:
+class DistillAdapted(TaskModelAdapted):
     """A trained student; `predict` runs the label task only ("[label] " + input → label)."""
-
-    tm: TaskModel
-    save_fn: Any = field(repr=False, default=None)
-    trainable_params: int = 0
-    total_params: int = 0
-
-    def predict(self, texts: list[str], batch_size: int = 16) -> list[str]:
-        return self.tm.predict(texts, batch_size)
 
     def scores(self, texts: list[str]) -> torch.Tensor:
         raise NotImplementedError("distill students generate labels; they have no label scores")
@@ -62,11 +52,6 @@ class DistillAdapted:
         """Label-task predictions scored by the task's own metric (SVAMP: answers by value)."""
         predictions = self.predict(task.texts())
         return predictions, score_answers(predictions, task.examples, seed)
-
-    def save(self, artifact_dir: Path) -> None:
-        artifact_dir.mkdir(parents=True, exist_ok=True)
-        if self.save_fn is not None:
-            self.save_fn(self.tm, artifact_dir)
 
 
 def _adapted(tm: TaskModel, save_fn: Any) -> DistillAdapted:
