@@ -88,6 +88,23 @@ def load_tokenizer(ref: str, kind: str, trust_remote_code: bool = False) -> PreT
     return tokenizer
 
 
+def load_causal_lm(spec: ModelSpec, who: str) -> tuple[torch.nn.Module, PreTrainedTokenizerBase, str]:
+    """(causal LM on spec's device and dtype, its left-padding tokenizer, resolved ref).
+
+    One-line error naming `who` (e.g. "DPO") unless the model is a causal LM.
+    """
+    from transformers import AutoModelForCausalLM
+
+    ref = resolve_model_ref(spec.model)
+    kind = model_kind(load_config(ref, spec.trust_remote_code))
+    if kind != "causal":
+        raise LmadaptError(f"{who} needs a causal LM; {spec.model!r} is a {kind} model")
+    tokenizer = load_tokenizer(ref, kind, spec.trust_remote_code)
+    model = AutoModelForCausalLM.from_pretrained(
+        ref, dtype=spec.torch_dtype, trust_remote_code=spec.trust_remote_code)
+    return model.to(spec.torch_device()), tokenizer, ref
+
+
 def count_params(model: torch.nn.Module) -> tuple[int, int]:
     """(trainable, total) parameter counts; shared (tied) tensors are counted once."""
     seen: set[int] = set()

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
-from transformers import AutoModelForCausalLM
 
 from lmadapt.data.loaders import read_rows
 from lmadapt.data.rationale import (
@@ -28,10 +27,7 @@ from lmadapt.decoding import GenerationConfig, generate
 from lmadapt.errors import LmadaptError
 from lmadapt.models.load import (
     ModelSpec,
-    load_config,
-    load_tokenizer,
-    model_kind,
-    resolve_model_ref,
+    load_causal_lm,
 )
 
 STOP = ["\n\nQ:", "\nQ:"]
@@ -88,13 +84,8 @@ def done_ids(out: Path) -> set[str]:
 
 def load_teacher(spec: ModelSpec) -> tuple[torch.nn.Module, object]:
     """A causal LM teacher and its (left-padding) tokenizer."""
-    ref = resolve_model_ref(spec.model)
-    kind = model_kind(load_config(ref, spec.trust_remote_code))
-    if kind != "causal":
-        raise LmadaptError(f"teacher {spec.model!r} is a {kind} model; few-shot CoT needs a causal LM")
-    tokenizer = load_tokenizer(ref, kind, spec.trust_remote_code)
-    model = AutoModelForCausalLM.from_pretrained(ref, dtype=spec.torch_dtype, trust_remote_code=spec.trust_remote_code)
-    return model.to(spec.torch_device()).eval(), tokenizer
+    model, tokenizer, _ = load_causal_lm(spec, "the few-shot CoT teacher")
+    return model.eval(), tokenizer
 
 
 def completion_row(item: dict, raw: str) -> tuple[dict, bool]:

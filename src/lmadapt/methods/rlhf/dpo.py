@@ -23,9 +23,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from peft import TaskType
-from transformers import AutoModelForCausalLM, PreTrainedTokenizerBase
+from transformers import PreTrainedTokenizerBase
 
-from lmadapt.errors import LmadaptError
 from lmadapt.methods.rlhf.common import (
     add_lora,
     make_record,
@@ -38,10 +37,7 @@ from lmadapt.methods.rlhf.config import DPOConfig
 from lmadapt.methods.rlhf.data import PreferencePair, join_text
 from lmadapt.models.load import (
     ModelSpec,
-    load_config,
-    load_tokenizer,
-    model_kind,
-    resolve_model_ref,
+    load_causal_lm,
 )
 from lmadapt.models.scoring import encode_pair, pad_left
 from lmadapt.report.record import PeakMemory, RunRecord
@@ -135,13 +131,7 @@ def dpo_margins(objective: DPOLoss, pairs: list[PreferencePair], batch_size: int
 
 def build_dpo_objective(spec: ModelSpec, cfg: DPOConfig, max_length: int) -> tuple[DPOLoss, str]:
     """A causal LM with LoRA (reference = adapter off) or all weights trainable (+ a frozen copy)."""
-    ref = resolve_model_ref(spec.model)
-    kind = model_kind(load_config(ref, spec.trust_remote_code))
-    if kind != "causal":
-        raise LmadaptError(f"DPO needs a causal LM; {spec.model!r} is a {kind} model")
-    tokenizer = load_tokenizer(ref, kind, spec.trust_remote_code)
-    model = AutoModelForCausalLM.from_pretrained(ref, dtype=spec.torch_dtype, trust_remote_code=spec.trust_remote_code)
-    model.to(spec.torch_device())
+    model, tokenizer, ref = load_causal_lm(spec, "DPO")
     reference = None
     if cfg.dpo_adapter == "lora":
         model = add_lora(model, TaskType.CAUSAL_LM, cfg.dpo_lora_r)

@@ -24,7 +24,6 @@ import torch
 from peft import TaskType
 from safetensors.torch import save_file
 from tqdm.auto import tqdm
-from transformers import AutoModelForCausalLM
 
 from lmadapt.errors import LmadaptError
 from lmadapt.methods.rlhf.common import (
@@ -46,10 +45,7 @@ from lmadapt.methods.rlhf.ppo import (
 )
 from lmadapt.models.load import (
     ModelSpec,
-    load_config,
-    load_tokenizer,
-    model_kind,
-    resolve_model_ref,
+    load_causal_lm,
 )
 from lmadapt.report.record import PeakMemory, RunRecord
 from lmadapt.utils import atomic_dir, seed_everything
@@ -89,13 +85,7 @@ def load_reward_fn(ref: str | Callable, device: str = "auto") -> RewardFn:
 
 def load_policy(spec: ModelSpec, cfg: PPOConfig) -> tuple[PolicyWithValue, object, str]:
     """(policy with value head, tokenizer, resolved reference) for a causal LM."""
-    ref = resolve_model_ref(spec.model)
-    kind = model_kind(load_config(ref, spec.trust_remote_code))
-    if kind != "causal":
-        raise LmadaptError(f"PPO needs a causal LM policy; {spec.model!r} is a {kind} model")
-    tokenizer = load_tokenizer(ref, kind, spec.trust_remote_code)
-    lm = AutoModelForCausalLM.from_pretrained(ref, dtype=spec.torch_dtype, trust_remote_code=spec.trust_remote_code)
-    lm.to(spec.torch_device())
+    lm, tokenizer, ref = load_causal_lm(spec, "the PPO policy")
     seed_everything(cfg.seed)
     if cfg.adapter == "lora":
         lm = add_lora(lm, TaskType.CAUSAL_LM, cfg.lora_r, cfg.lora_targets)
