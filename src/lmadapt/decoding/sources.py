@@ -136,10 +136,8 @@ class ModelSource:
         self._cache_kwarg = _cache_kwarg(inner.forward)
         self._has_logits_to_keep = "logits_to_keep" in inspect.signature(inner.forward).parameters
         self._cache: DynamicCache | None = None
-        self._split: tuple[torch.nn.Module, torch.nn.Linear] | None | bool = (
-            False  # False = unchecked
-        )
-        self._decoder_cache_kwarg: str | None = None
+        # (decoder, head, decoder's cache kwarg) once probed; None = no exact split; False = unprobed
+        self._split: tuple[torch.nn.Module, torch.nn.Linear, str] | None | bool = False
         self.adapter_off = adapter_off
         self._tuner_layers: list[torch.nn.Module] | None = None
 
@@ -169,7 +167,8 @@ class ModelSource:
     def head(self) -> torch.nn.Linear | None:
         """The LM head if logits == head(final hidden state) for this model (probed once)."""
         if self._split is False:
-            self._split = split_head(self.model)
+            split = split_head(self.model)
+            self._split = None if split is None else (*split, _cache_kwarg(split[0].forward))
         return self._split[1] if self._split else None
 
     def _run(
@@ -227,17 +226,16 @@ class ModelSource:
         `adapter_names` selects a peft adapter per row (`BASE_ADAPTER` = off)."""
         if self.head is None:
             raise ValueError("hidden() needs a model whose logits are head(decoder(x))")
-        decoder = self._split[0]  # type: ignore[index]
-        if self._decoder_cache_kwarg is None:
-            self._decoder_cache_kwarg = _cache_kwarg(decoder.forward)
-        run = lambda: self._run(  # noqa: E731
-            decoder, self._decoder_cache_kwarg, input_ids, attention_mask, position_ids
+        decoder, _, cache_kwarg = self._split  # type: ignore[misc]
+        # with adapter_names: the per-row adapter hooks peft's own forward installs
+        hooks = (
+            self.model._enable_peft_forward_hooks(adapter_names=adapter_names)
+            if adapter_names is not None
+            else nullcontext()
         )
-        if adapter_names is None:
-            states = run().last_hidden_state
-        else:  # the per-row adapter hooks peft's own forward installs for `adapter_names`
-            with self.model._enable_peft_forward_hooks(adapter_names=adapter_names):
-                states = run().last_hidden_state
+        with hooks:
+            out = self._run(decoder, cache_kwarg, input_ids, attention_mask, position_ids)
+        states = out.last_hidden_state
         return states[:, -keep:] if keep else states  # (B, K, H)
 
     def head_logits(self, hidden: torch.Tensor) -> torch.Tensor:
