@@ -106,7 +106,7 @@ def random_llama(
 def weight_bytes_per_step(model: torch.nn.Module) -> int:
     """Bytes of weights one decode step reads: everything but the input embedding table
     (a step reads one row of it), unless it is tied to the LM head."""
-    total = sum(p.numel() * p.element_size() for p in model.parameters())
+    total = weight_bytes_of(model)
     embed = model.get_input_embeddings().weight
     tied = embed.data_ptr() == model.get_output_embeddings().weight.data_ptr()
     return total if tied else total - embed.numel() * embed.element_size()
