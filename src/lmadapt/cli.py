@@ -11,6 +11,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from lmadapt.config import build_configs, describe, load_yaml, parse_overrides
 from lmadapt.data.loaders import DataSpec, load_task, load_train_eval
@@ -54,6 +55,7 @@ SplitOpt = Annotated[float, typer.Option(help="fraction of --train held out for 
 DtypeOpt = Annotated[str, typer.Option(help="float32 | bfloat16 | float16")]
 DeviceOpt = Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N | mps")]
 RemoteOpt = Annotated[bool, typer.Option("--trust-remote-code", help="allow code shipped with the model (only if you trust it)")]
+OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="write into an --out folder that holds other files (lmadapt's earlier output there is replaced; your files stay)")]
 
 
 def _resolve_data(ref: str) -> str:
@@ -110,7 +112,7 @@ def tune(ctx: typer.Context, method: Annotated[str, typer.Option(help=f"one of: 
          config: ConfigOpt = None, input_field: InputField = "text", label_field: LabelField = "label",
          output_field: OutputField = "output", labels: LabelsOpt = "", template: TemplateOpt = "",
          kind: KindOpt = "auto", eval_split: SplitOpt = 0.2, dtype: DtypeOpt = "float32",
-         device: DeviceOpt = "auto", trust_remote_code: RemoteOpt = False) -> None:
+         device: DeviceOpt = "auto", trust_remote_code: RemoteOpt = False, overwrite: OverwriteOpt = False) -> None:
     """Adapt MODEL to the task with one METHOD; writes OUT/record.json and OUT/artifact/."""
     from lmadapt.run import tune as run_tune
 
@@ -128,7 +130,8 @@ def tune(ctx: typer.Context, method: Annotated[str, typer.Option(help=f"one of: 
     configs = build_configs([TrainConfig, impl.config_class], settings)
     train_cfg = configs[TrainConfig]
     train_task, eval_task = _load_tasks(train_ref, eval_ref, spec, split, train_cfg.seed)
-    record = run_tune(method, model_spec, train_task, eval_task, configs[impl.config_class], train_cfg, out)
+    record = run_tune(method, model_spec, train_task, eval_task, configs[impl.config_class], train_cfg, out,
+                      overwrite=overwrite)
     from lmadapt.report.compare import print_table
 
     print_table([record], f"{method} on {train_task.name}")
@@ -142,7 +145,7 @@ def compare(ctx: typer.Context,
             config: ConfigOpt = None, input_field: InputField = "text", label_field: LabelField = "label",
             output_field: OutputField = "output", labels: LabelsOpt = "", template: TemplateOpt = "",
             kind: KindOpt = "auto", eval_split: SplitOpt = 0.2, dtype: DtypeOpt = "float32",
-            device: DeviceOpt = "auto", trust_remote_code: RemoteOpt = False) -> None:
+            device: DeviceOpt = "auto", trust_remote_code: RemoteOpt = False, overwrite: OverwriteOpt = False) -> None:
     """Run several methods on the same data: OUT/results.jsonl, OUT/report.md, OUT/pareto.png."""
     from lmadapt.compare import compare as run_compare
     from lmadapt.compare import method_configs, parse_method_list
@@ -159,7 +162,7 @@ def compare(ctx: typer.Context,
     train_cfg = build_configs([TrainConfig], train_keys)[TrainConfig]
     configs = method_configs(method_list, {k: v for k, v in settings.items() if k not in train_keys})
     train_task, eval_task = _load_tasks(train_ref, eval_ref, spec, split, train_cfg.seed)
-    run_compare(method_list, model_spec, train_task, eval_task, configs, train_cfg, out)
+    run_compare(method_list, model_spec, train_task, eval_task, configs, train_cfg, out, overwrite=overwrite)
     print(out / "report.md")
 
 
@@ -255,11 +258,15 @@ _mount_subapps()
 
 
 def main() -> None:
-    """Console entry point: user errors print one line and exit 2, no traceback."""
+    """Console entry point: user errors print one line and exit non-zero (2), no traceback.
+
+    In non-standalone mode click *returns* the code of a `typer.Exit(code)` raised by a command
+    (e.g. `pull`, `index`, `generate` after printing their own one-line error) instead of
+    exiting with it, so the return value is the process's exit status."""
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)
     except LmadaptError as err:
-        err_console.print(f"[red]error:[/red] {err}", highlight=False, soft_wrap=True)
+        _print_error(str(err))
         sys.exit(2)
     except typer.Abort:
         err_console.print("aborted")
@@ -271,9 +278,29 @@ def main() -> None:
         sys.exit(exit_.exit_code)
     except Exception as err:  # usage errors: bad option, missing argument, bad value
         if isinstance(err, _usage_errors()):
-            err.show()
-            sys.exit(err.exit_code)
+            if type(err).__name__ == "NoArgsIsHelpError":  # `lmadapt` / `lmadapt pull` alone: the help
+                err.show()
+            else:
+                _print_error(_usage_line(err))
+            sys.exit(err.exit_code or 2)
         raise
+    if isinstance(code, int) and code != 0:
+        sys.exit(code)
+
+
+def _print_error(message: str) -> None:
+    """One `error: ...` line on stderr (newlines inside the message are folded)."""
+    flat = " ".join(part.strip() for part in message.strip().splitlines() if part.strip())
+    err_console.print(f"[red]error:[/red] {escape(flat)}", highlight=False, soft_wrap=True)
+
+
+def _usage_line(err: Exception) -> str:
+    """A click usage error as one line: the message plus where to find the command's help."""
+    message = err.format_message() if hasattr(err, "format_message") else str(err)
+    ctx = getattr(err, "ctx", None)
+    if ctx is not None and getattr(ctx, "command_path", ""):
+        return f"{message} (see '{ctx.command_path} --help')"
+    return message
 
 
 def _usage_errors() -> tuple[type[Exception], ...]:
