@@ -96,14 +96,26 @@ def load_yaml(path: Path | None) -> dict[str, Any]:
         return {}
     if not Path(path).exists():
         raise LmadaptError(f"config file {path} does not exist")
+    if Path(path).is_dir():
+        raise LmadaptError(f"config file {path} is a folder; pass a YAML file, e.g. --config {path}/tune.yaml")
     try:
-        data = yaml.safe_load(Path(path).read_text()) or {}
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError as err:
+        raise LmadaptError(f"{path}: not valid UTF-8 (byte offset {err.start}); save it as UTF-8 YAML") from None
+    except OSError as err:
+        raise LmadaptError(f"config file {path} cannot be read ({err.strerror})") from None
     except yaml.YAMLError as err:
-        raise LmadaptError(f"{path}: invalid YAML ({str(err).splitlines()[0]})") from None
+        mark = getattr(err, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+        why = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise LmadaptError(f"{where}: invalid YAML ({why})") from None
     if not isinstance(data, dict):
         raise LmadaptError(f"{path}: expected a mapping of settings at the top level")
     flat: dict[str, Any] = {}
     for key, value in data.items():
+        bad = [k for k in (value if isinstance(value, dict) else {key: 0}) if not isinstance(k, str)]
+        if not isinstance(key, str) or bad:
+            raise LmadaptError(f"{path}: setting name {(bad or [key])[0]!r} is not a word; use key: value")
         if isinstance(value, dict):
             flat.update({k.replace("-", "_"): v for k, v in value.items()})
         else:

@@ -1,19 +1,26 @@
 """Load a Task from JSONL, CSV, Parquet or a saved `datasets` dataset, with field mapping.
 
 Every bad row is reported with its file and line, e.g. `train.jsonl:17: missing field 'label'`.
+Files are UTF-8 (a leading BOM is dropped; other bytes are an error naming line and byte offset).
+A field holds text or a number: lists, objects and bytes are refused, not stringified. A whole
+number stored as a float (JSON `1.0`, a float Parquet column) reads as `1`, so it is one class
+with `1`; two label strings that spell one number (`"1"` and `"1.0"`) are refused by the Task.
 """
 
 from __future__ import annotations
 
 import csv
+import io
 import json
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from lmadapt.data.task import Example, Task, split_task
+from lmadapt.data.task import DataWarning, Example, Task, duplicate_count, overlap_count, split_task
 from lmadapt.errors import LmadaptError
 
+BOM = b"\xef\xbb\xbf"  # UTF-8 byte order mark (Excel's "CSV UTF-8", some editors)
 
 @dataclass
 class DataSpec:
@@ -28,9 +35,22 @@ class DataSpec:
     source_field: str = "source"  # optional gold-source field (rag's recall@k); absent = none
 
 
+def _not_utf8(path: Path, line_no: int, column: int, offset: int, bad: bytes) -> LmadaptError:
+    return LmadaptError(f"{path}:{line_no}: not valid UTF-8 (byte 0x{bad[:1].hex()} at byte {column} "
+                        f"of the line, file offset {offset}); re-save the file as UTF-8")
+
+
 def _rows_jsonl(path: Path) -> Iterator[tuple[int, dict]]:
-    with path.open(encoding="utf-8") as handle:
-        for line_no, line in enumerate(handle, start=1):
+    offset = 0
+    with path.open("rb") as handle:
+        for line_no, raw in enumerate(handle, start=1):
+            skip = len(BOM) if line_no == 1 and raw.startswith(BOM) else 0
+            try:
+                line = raw[skip:].decode("utf-8")
+            except UnicodeDecodeError as err:
+                at = skip + err.start
+                raise _not_utf8(path, line_no, at + 1, offset + at, raw[at:]) from None
+            offset += len(raw)
             if not line.strip():
                 continue
             try:
@@ -43,10 +63,21 @@ def _rows_jsonl(path: Path) -> Iterator[tuple[int, dict]]:
 
 
 def _rows_csv(path: Path) -> Iterator[tuple[int, dict]]:
-    with path.open(encoding="utf-8", newline="") as handle:
-        reader = csv.DictReader(handle)
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8-sig")  # a BOM (Excel's "CSV UTF-8") is not part of the first name
+    except UnicodeDecodeError as err:
+        at = err.start + (len(BOM) if data.startswith(BOM) else 0)
+        line_start = data.rfind(b"\n", 0, at) + 1
+        raise _not_utf8(path, data.count(b"\n", 0, at) + 1, at - line_start + 1, at, data[at:]) from None
+    # the csv module refuses fields over 128 KB by default; long documents are ordinary data
+    csv.field_size_limit(max(csv.field_size_limit(), 2**31 - 1))
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    try:
         for row in reader:
             yield reader.line_num, row
+    except csv.Error as err:
+        raise LmadaptError(f"{path}:{reader.line_num}: not valid CSV ({err}); fix the line") from None
 
 
 def _rows_table(path: Path) -> Iterator[tuple[int, dict]]:
@@ -63,9 +94,14 @@ def _rows_table(path: Path) -> Iterator[tuple[int, dict]]:
             data = data[split]
         rows = iter(data)
     else:
+        import pyarrow as pa
         import pyarrow.parquet as pq
 
-        rows = iter(pq.read_table(path).to_pylist())
+        try:
+            rows = iter(pq.read_table(path).to_pylist())
+        except (pa.ArrowException, OSError) as err:
+            why = (str(err).splitlines() or [type(err).__name__])[0]
+            raise LmadaptError(f"{path}: not a readable Parquet file ({why})") from None
     yield from enumerate(rows, start=1)
 
 
@@ -88,10 +124,27 @@ def _field(row: dict, name: str, where: str) -> str:
         raise LmadaptError(f"{where}: missing field {name!r} (fields: {', '.join(map(str, row))}); "
                            f"map it with --input-field/--label-field/--output-field")
     value = row[name]
-    text = value if isinstance(value, str) else json.dumps(value) if isinstance(value, (list, dict)) else str(value)
+    if isinstance(value, (list, tuple, dict, bytes, bytearray, memoryview)):
+        kind = "bytes" if isinstance(value, (bytes, bytearray, memoryview)) else f"a {type(value).__name__}"
+        raise LmadaptError(f"{where}: field {name!r} holds {kind} ({_preview(value)}), not text or a "
+                           "number; store one string per row")
+    text = value if isinstance(value, str) else _number_text(value)
     if not text.strip():
         raise LmadaptError(f"{where}: field {name!r} is empty; fill or drop the row")
     return text
+
+
+def _number_text(value: object) -> str:
+    """A scalar as text; a whole float is written as an integer, since JSON's and Parquet's 1 and
+    1.0 are one number (a label column read as float must not become the class '1.0' beside '1')."""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def _preview(value: object, width: int = 40) -> str:
+    text = repr(value)
+    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 def _infer_kind(first: dict, spec: DataSpec, path: Path) -> str:
@@ -133,10 +186,22 @@ def load_task(path: str | Path, spec: DataSpec | None = None, name: str | None =
 
 def load_train_eval(train: str | Path, eval_path: str | Path | None, spec: DataSpec,
                     eval_split: float = 0.2, seed: int = 0) -> tuple[Task, Task]:
-    """Train and eval tasks: the eval file when given, else a seeded split of the train file."""
+    """Train and eval tasks: the eval file when given, else a seeded split of the train file.
+
+    Warns (DataWarning) with the count when train repeats texts, and when an --eval file shares
+    texts with train (`overlap_count(train, eval)` gives that count for the run record); a split
+    carved from train never shares a text with it.
+    """
     train_task = load_task(train, spec)
+    if dups := duplicate_count(train_task):
+        warnings.warn(f"{train}: {dups} of {len(train_task.examples)} rows repeat an earlier row's "
+                      "text (duplicates weigh more in training)", DataWarning, stacklevel=2)
     if eval_path is None:
         return split_task(train_task, eval_split, seed)
     eval_spec = DataSpec(**{**spec.__dict__, "labels": tuple(train_task.labels), "kind": train_task.kind})
     eval_task = load_task(eval_path, eval_spec, name=f"{train_task.name}:eval")
+    if shared := overlap_count(train_task, eval_task):
+        warnings.warn(f"{eval_path}: {shared} of {len(eval_task.examples)} eval rows have a text that "
+                      f"is also in the training data {train}; their scores overstate the model",
+                      DataWarning, stacklevel=2)
     return train_task, eval_task

@@ -248,7 +248,8 @@ def split_ref(ref: str | Path) -> tuple[Path, str] | None:
 def _has_rationale_field(path: Path) -> bool:
     if path.suffix.lower() not in (".jsonl", ".json") or not path.is_file():
         return False
-    with path.open(encoding="utf-8") as handle:
+    # a probe only: bad bytes are reported, with line and offset, by the loader that reads the file
+    with path.open(encoding="utf-8-sig", errors="replace") as handle:
         first = next((line for line in handle if line.strip()), "")
     try:
         row = json.loads(first)

@@ -19,6 +19,11 @@ DEFAULT_TEMPLATES = {
 }
 
 
+class DataWarning(UserWarning):
+    """Data that loads but is probably not what the user meant (duplicate texts, eval rows that
+    also appear in train); the message names the file and the count."""
+
+
 @dataclass(frozen=True)
 class Example:
     """One input with its target: a label (classification) or an output text (generation)."""
@@ -55,6 +60,7 @@ class Task:
     def _check_labels(self) -> None:
         if not self.labels:
             self.labels = sorted({ex.target for ex in self.examples})
+        self._check_numeric_labels()
         known = set(self.labels)
         for ex in self.examples:
             if ex.target not in known:
@@ -62,6 +68,24 @@ class Task:
                     f"{ex.source or self.name}: label {ex.target!r} is not in the label set "
                     f"{self.labels}; add it with --labels or fix the row"
                 )
+
+    def _check_numeric_labels(self) -> None:
+        """Refuse two labels that spell one number ('1' and '1.0', '01' and '1'): silently they
+        would be two classes. (Numbers in JSON/Parquet are already one spelling: 1.0 -> '1'.)"""
+        seen: dict[float, str] = {}
+        for label in self.labels:
+            value = _as_number(label)
+            if value is None:
+                continue
+            if value in seen:
+                first = seen[value]
+                rows = {lab: next((ex.source for ex in self.examples if ex.target == lab), "")
+                        for lab in (first, label)}
+                where = " and ".join(f"{lab!r} ({rows[lab]})" if rows[lab] else repr(lab)
+                                     for lab in (first, label))
+                raise LmadaptError(f"task {self.name!r}: labels {where} are the same number; write "
+                                   "every label one way (e.g. all '1', not '1.0')")
+            seen[value] = label
 
     @classmethod
     def skeleton(cls, name: str, kind: str, labels: list[str], template: str,
@@ -116,16 +140,50 @@ class Task:
         return self.with_examples([self.examples[i] for i in sorted(picked)])
 
 
+def duplicate_count(task: Task) -> int:
+    """Rows whose text repeats an earlier row's text (0 when every text is distinct)."""
+    return len(task.examples) - len(set(task.texts()))
+
+
+def overlap_count(train: Task, evals: Task) -> int:
+    """Eval rows whose text also appears in the training data (leaked into training)."""
+    seen = set(train.texts())
+    return sum(ex.text in seen for ex in evals.examples)
+
+
 def split_task(task: Task, eval_fraction: float, seed: int) -> tuple[Task, Task]:
-    """Split one task into train and eval parts with a seeded shuffle."""
+    """Split one task into train and eval parts with a seeded shuffle.
+
+    All copies of a text land on the same side, so eval never scores a text trained on; with
+    distinct texts this is exactly the first `eval_fraction` of the shuffled rows.
+    """
     if not 0.0 < eval_fraction < 1.0:
         raise LmadaptError(f"--eval-split must be between 0 and 1, got {eval_fraction}")
     order = list(range(len(task.examples)))
     random.Random(seed).shuffle(order)
     n_eval = max(1, round(len(order) * eval_fraction))
-    if n_eval >= len(order):
-        raise LmadaptError(f"task {task.name!r} has too few examples ({len(order)}) to split off an eval set")
-    eval_ids, train_ids = sorted(order[:n_eval]), sorted(order[n_eval:])
+    copies: dict[str, list[int]] = {}
+    for i in order:
+        copies.setdefault(task.examples[i].text, []).append(i)
+    eval_ids: list[int] = []
+    for group in copies.values():  # groups in shuffled order of their first row
+        if len(eval_ids) >= n_eval:
+            break
+        eval_ids.extend(group)
+    if len(eval_ids) >= len(order):
+        raise LmadaptError(f"task {task.name!r} has too few distinct texts ({len(copies)} in "
+                           f"{len(order)} rows) to split off an eval set")
+    taken = set(eval_ids)
+    eval_ids, train_ids = sorted(taken), [i for i in range(len(order)) if i not in taken]
     train = task.with_examples([task.examples[i] for i in train_ids])
     evals = task.with_examples([task.examples[i] for i in eval_ids], suffix=":eval")
     return train, evals
+
+
+def _as_number(text: str) -> float | None:
+    """The number a label spells ('1', '1.0', '+1', '1e0'), or None for a word; NaN counts as none."""
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return None if value != value else value
