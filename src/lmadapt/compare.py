@@ -15,6 +15,7 @@ from lmadapt.data.task import Task
 from lmadapt.errors import LmadaptError
 from lmadapt.methods import REGISTRY, get_method
 from lmadapt.models.load import ModelSpec
+from lmadapt.outdir import input_paths
 from lmadapt.report.compare import markdown_report, pareto_plot, print_table
 from lmadapt.report.record import RunRecord, RunStore
 from lmadapt.run import tune
@@ -54,18 +55,20 @@ def method_configs(methods: list[tuple[str, str | None]], values: dict[str, Any]
 
 def compare(methods: list[tuple[str, str | None]], model: ModelSpec, train_task: Task, eval_task: Task,
             configs: dict[str, Any], train_cfg: TrainConfig, out: Path,
-            title: str = "lmadapt compare", notes: list[str] | None = None) -> list[RunRecord]:
+            title: str = "lmadapt compare", notes: list[str] | None = None,
+            overwrite: bool = False) -> list[RunRecord]:
     """Run each method into out/runs/<method>; write results.jsonl, report.md, pareto.png."""
     records: list[RunRecord] = []
     failures: list[str] = []
-    with atomic_dir(Path(out)) as work:
+    inputs = set().union(*(input_paths(m or model.model, configs[n], train_task, eval_task) for n, m in methods))
+    with atomic_dir(Path(out), overwrite=overwrite, inputs=inputs) as work:
         store = RunStore(work / "runs.sqlite")
         for i, (name, model_ref) in enumerate(methods, start=1):
             spec = dataclasses.replace(model, model=model_ref) if model_ref else model
             console.rule(f"[{i}/{len(methods)}] {name} on {spec.model}")
             run_dir = work / "runs" / (name if not model_ref else f"{name}@{Path(model_ref).name}")
             try:
-                record = tune(name, spec, train_task, eval_task, configs[name], train_cfg, run_dir, store)
+                record = tune(name, spec, train_task, eval_task, configs[name], train_cfg, run_dir, store, lock=False)
             except LmadaptError as err:
                 failures.append(f"- `{name}` failed: {err}")
                 console.print(f"[red]{name} failed:[/red] {err}")

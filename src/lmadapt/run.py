@@ -24,6 +24,7 @@ from lmadapt.eval.metrics import score_predictions
 from lmadapt.methods import get_method
 from lmadapt.methods.base import Adapted, RunContext
 from lmadapt.models.load import ModelSpec
+from lmadapt.outdir import input_paths
 from lmadapt.report.record import PeakMemory, RunRecord, RunStore, hardware, versions
 from lmadapt.train.config import TrainConfig
 from lmadapt.utils import atomic_dir, atomic_write_text, dir_bytes, seed_everything
@@ -67,14 +68,20 @@ def _write_jsonl(path: Path, rows: list[dict]) -> None:
 
 
 def tune(method: str, model: ModelSpec, train_task: Task, eval_task: Task, method_cfg: Any,
-         train_cfg: TrainConfig, out: Path, store: RunStore | None = None) -> RunRecord:
-    """Fit `method` on train_task, score it on eval_task, write the run folder `out`."""
+         train_cfg: TrainConfig, out: Path, store: RunStore | None = None, overwrite: bool = False,
+         lock: bool = True) -> RunRecord:
+    """Fit `method` on train_task, score it on eval_task, write the run folder `out`.
+
+    `out` must be new, empty or an earlier lmadapt run (else `overwrite=True`); it is locked for
+    the whole run (`lock=False`: a folder inside one the caller already holds, as compare does).
+    """
     impl = get_method(method)
     if not isinstance(method_cfg, impl.config_class):
         raise TypeError(f"{method} expects a {impl.config_class.__name__}")
     train_task = train_task.subsample(train_cfg.max_train_examples or None, train_cfg.seed)
     eval_task = eval_task.subsample(train_cfg.max_eval_examples or None, train_cfg.seed)
-    with atomic_dir(Path(out)) as work:
+    inputs = input_paths(model.model, method_cfg, train_task, eval_task)
+    with atomic_dir(Path(out), overwrite=overwrite, inputs=inputs, lock=lock) as work:
         seed_everything(train_cfg.seed)
         ctx = RunContext(model=model, train=train_cfg, work_dir=work)
         with PeakMemory() as memory:

@@ -5,12 +5,14 @@ from __future__ import annotations
 import os
 import random
 import shutil
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from lmadapt.outdir import MARKERS, check_out, locked, replace_folder
 
 
 def seed_everything(seed: int) -> None:
@@ -26,34 +28,42 @@ def partial_dir(final: Path) -> Path:
     return final.with_name(f".{final.name}.partial")
 
 
+def _resumable(work: Path) -> bool:
+    """Whether a working folder holds finished work a `resume=true` run continues from:
+    training checkpoints, or (a compare) finished method runs."""
+    checkpoints = work / "checkpoints"
+    if checkpoints.is_dir() and any(checkpoints.iterdir()):
+        return True
+    runs = work / "runs"
+    return runs.is_dir() and any((run / "record.json").is_file() or _resumable(run) for run in runs.iterdir()
+                                 if run.is_dir())
+
+
 @contextmanager
-def atomic_dir(final: Path) -> Iterator[Path]:
-    """Yield the working folder of `final`; on success it replaces `final`.
+def atomic_dir(final: Path, *, overwrite: bool = False, inputs: Iterable[str | Path] = (),
+               markers: Iterable[str] = MARKERS, lock: bool = True) -> Iterator[Path]:
+    """Yield the working folder of `final`; on success it replaces what lmadapt wrote at `final`.
 
-    On a user error (LmadaptError) the working folder is removed, so bad input leaves no output.
-    On any other interruption it is kept only if it holds checkpoints, for `resume=true`.
+    `final` is checked first (lmadapt.outdir.check_out: absent, empty, lmadapt's own, or
+    `overwrite`; never the working directory, home or a folder holding an input) and locked for
+    the whole write (`lock=False` only for a folder inside one already locked).
+    On failure the working folder is removed, unless it holds checkpoints or finished runs,
+    which a `resume=true` run continues from (so a refused resume never deletes them).
     """
-    from lmadapt.errors import LmadaptError
-
-    final = Path(final)
-    work = partial_dir(final)
-    work.mkdir(parents=True, exist_ok=True)
-    try:
-        yield work
-    except BaseException as err:
-        has_checkpoints = (work / "checkpoints").is_dir() and any((work / "checkpoints").iterdir())
-        if isinstance(err, LmadaptError) or not has_checkpoints:
-            shutil.rmtree(work, ignore_errors=True)
-        raise
-    shutil.rmtree(work / "checkpoints", ignore_errors=True)
-    if final.exists():
-        old = final.with_name(f".{final.name}.old")
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(final, old)
-        os.replace(work, final)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(work, final)
+    final = check_out(final, overwrite=overwrite, inputs=inputs, markers=markers) if lock else Path(final)
+    with locked(final) if lock else nullcontext():
+        if lock:  # the folder may have changed while another writer held the lock
+            check_out(final, overwrite=overwrite, inputs=inputs, markers=markers)
+        work = partial_dir(final)
+        work.mkdir(parents=True, exist_ok=True)
+        try:
+            yield work
+        except BaseException:
+            if not _resumable(work):
+                shutil.rmtree(work, ignore_errors=True)
+            raise
+        shutil.rmtree(work / "checkpoints", ignore_errors=True)
+        replace_folder(work, final, markers)
 
 
 def dir_bytes(path: Path) -> int:

@@ -19,8 +19,11 @@ from lmadapt.methods.base import RunContext
 from lmadapt.methods.distill.config import DistillConfig
 from lmadapt.methods.distill.method import Distill, score_answers
 from lmadapt.models.load import ModelSpec
+from lmadapt.outdir import check_out, input_paths
 from lmadapt.train.config import TrainConfig
 from lmadapt.utils import atomic_write_text, seed_everything
+
+FRACTION_MARKERS = ("fractions.md", "rows-dss.json", "rows-label-only.json")
 
 
 def parse_fractions(text: str) -> list[float]:
@@ -95,6 +98,8 @@ def run_fractions(train_task: Task, eval_task: Task, cfg: DistillConfig, model: 
     Finished cells are kept on disk, so a rerun resumes; each variant may run in its own process
     on the same `out` (pass variants=["dss"] and ["label-only"]).
     """
+    # a fractions folder is resumable in place: it may be new, empty, or one written here before
+    out = check_out(out, inputs=input_paths(model.model, cfg, train_task, eval_task), markers=FRACTION_MARKERS)
     out.mkdir(parents=True, exist_ok=True)
     configs = {"dss": cfg, "label-only": replace(cfg, distill_alpha=1.0)}
     train_task = train_task.subsample(train_cfg.max_train_examples or None, train_cfg.seed)

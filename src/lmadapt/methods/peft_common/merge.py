@@ -11,6 +11,7 @@ from pathlib import Path
 from peft import PeftModel
 
 from lmadapt.errors import LmadaptError
+from lmadapt.outdir import check_out
 from lmadapt.utils import atomic_dir
 
 MERGEABLE = ("lora", "ia3")
@@ -23,11 +24,13 @@ WHY_NOT = {
 }
 
 
-def merge_run(run_dir: Path, out: Path) -> Path:
+def merge_run(run_dir: Path, out: Path, overwrite: bool = False) -> Path:
     """Write run_dir's base model with its adapter merged in, as an HF model folder at out."""
     from lmadapt.run import load_run, read_manifest
 
-    method = read_manifest(Path(run_dir))["method"]
+    manifest = read_manifest(Path(run_dir))
+    method = manifest["method"]
+    check_out(out, overwrite=overwrite, inputs=(run_dir, manifest["model"]["model"]))  # before the load
     if method not in MERGEABLE:
         reason = WHY_NOT.get(method, "it has no adapter weights")
         raise LmadaptError(f"cannot merge a {method!r} run: {reason}; only {', '.join(MERGEABLE)} runs merge")
@@ -36,7 +39,7 @@ def merge_run(run_dir: Path, out: Path) -> Path:
     if not isinstance(model, PeftModel):
         raise LmadaptError(f"{run_dir}: the loaded {method} model is not a PEFT model")
     merged = model.merge_and_unload()
-    with atomic_dir(Path(out)) as work:
+    with atomic_dir(Path(out), overwrite=overwrite, inputs=(run_dir, manifest["model"]["model"])) as work:
         merged.save_pretrained(str(work), safe_serialization=True)
         adapted.tm.tokenizer.save_pretrained(str(work))
     return Path(out)

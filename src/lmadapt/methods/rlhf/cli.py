@@ -27,6 +27,7 @@ ModelOpt = Annotated[str, typer.Option("--model", "-m", help="hub id, local path
 PairsOpt = Annotated[str, typer.Option("--train", help="preference pairs: rows with prompt, chosen, rejected")]
 EvalPairsOpt = Annotated[str | None, typer.Option("--eval", help="held-out pairs (default: 20% of --train)")]
 OutOpt = Annotated[Path, typer.Option("--out", "-o", help="output folder (written atomically)")]
+OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="write into an --out folder that holds other files (lmadapt's earlier output there is replaced; your files stay)")]
 ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="YAML file of settings (key: value)")]
 DtypeOpt = Annotated[str, typer.Option(help="float32 | bfloat16 | float16")]
 DeviceOpt = Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N | mps")]
@@ -68,7 +69,7 @@ def _spec(model: str, dtype: str, device: str) -> ModelSpec:
 @rlhf_app.command(context_settings=EXTRA, epilog=describe([TrainConfig, RewardConfig]))
 def reward(ctx: typer.Context, model: ModelOpt = "", train: PairsOpt = "", eval: EvalPairsOpt = None,
            out: OutOpt = Path("runs/reward"), config: ConfigOpt = None, dtype: DtypeOpt = "float32",
-           device: DeviceOpt = "auto") -> None:
+           device: DeviceOpt = "auto", overwrite: OverwriteOpt = False) -> None:
     """Train a scalar-head reward model (Bradley-Terry loss); score = held-out pairwise accuracy."""
     from lmadapt.methods.rlhf.reward import train_reward_model
 
@@ -76,7 +77,8 @@ def reward(ctx: typer.Context, model: ModelOpt = "", train: PairsOpt = "", eval:
     train_cfg = configs[TrainConfig]
     train_pairs, eval_pairs = _pairs(train, eval, train_cfg.seed)
     record = train_reward_model(_spec(model, dtype, device), train_pairs, eval_pairs, configs[RewardConfig],
-                                train_cfg, out, task=Path(train).stem)
+                                train_cfg, out, task=Path(train).stem, overwrite=overwrite,
+                                inputs=(train, eval or ""))
     print(f"reward model: pairwise accuracy {record.score:.4f} (95% CI {record.ci_low:.4f}–{record.ci_high:.4f}) "
           f"on {record.eval_examples} held-out pairs")
     print(out / "record.json")
@@ -89,7 +91,7 @@ def ppo(ctx: typer.Context, model: ModelOpt = "",
         reward: Annotated[str, typer.Option(help="a `lmadapt rlhf reward` folder, or module:function / file.py:function")] = "",
         out: OutOpt = Path("runs/ppo"), config: ConfigOpt = None, dtype: DtypeOpt = "float32",
         device: DeviceOpt = "auto",
-        quiet: Annotated[bool, typer.Option(help="no progress bar")] = False) -> None:
+        quiet: Annotated[bool, typer.Option(help="no progress bar")] = False, overwrite: OverwriteOpt = False) -> None:
     """Tune a causal-LM policy with PPO against a reward (per-token KL penalty to the reference)."""
     from lmadapt.methods.rlhf.ppo_run import train_ppo
 
@@ -99,7 +101,8 @@ def ppo(ctx: typer.Context, model: ModelOpt = "",
     train_prompts = load_prompts(_resolve_data(prompts))
     held_out = load_prompts(_resolve_data(eval_prompts)) if eval_prompts else train_prompts[: max(1, len(train_prompts) // 5)]
     record = train_ppo(_spec(model, dtype, device), train_prompts, held_out, reward, cfg, out,
-                       task=Path(prompts).stem, show_progress=not quiet)
+                       task=Path(prompts).stem, show_progress=not quiet, overwrite=overwrite,
+                       inputs=(prompts, eval_prompts))
     extra = record.extra
     print(f"held-out reward {extra['reward_before']:.4f} → {record.score:.4f} "
           f"(95% CI {record.ci_low:.4f}–{record.ci_high:.4f}); KL {extra['kl_before']:.4f} → {extra['kl_after']:.4f}")
@@ -109,7 +112,7 @@ def ppo(ctx: typer.Context, model: ModelOpt = "",
 @rlhf_app.command(context_settings=EXTRA, epilog=describe([TrainConfig, DPOConfig]))
 def dpo(ctx: typer.Context, model: ModelOpt = "", train: PairsOpt = "", eval: EvalPairsOpt = None,
         out: OutOpt = Path("runs/dpo"), config: ConfigOpt = None, dtype: DtypeOpt = "float32",
-        device: DeviceOpt = "auto") -> None:
+        device: DeviceOpt = "auto", overwrite: OverwriteOpt = False) -> None:
     """Tune a causal LM on preference pairs with DPO; score = held-out implicit-reward accuracy."""
     from lmadapt.methods.rlhf.dpo import train_dpo
 
@@ -117,7 +120,7 @@ def dpo(ctx: typer.Context, model: ModelOpt = "", train: PairsOpt = "", eval: Ev
     train_cfg = configs[TrainConfig]
     train_pairs, eval_pairs = _pairs(train, eval, train_cfg.seed)
     record = train_dpo(_spec(model, dtype, device), train_pairs, eval_pairs, configs[DPOConfig], train_cfg,
-                       out, task=Path(train).stem)
+                       out, task=Path(train).stem, overwrite=overwrite, inputs=(train, eval or ""))
     print(f"DPO: implicit-reward accuracy {record.extra['accuracy_before']:.4f} → {record.score:.4f} "
           f"(95% CI {record.ci_low:.4f}–{record.ci_high:.4f})")
     print(out / "record.json")

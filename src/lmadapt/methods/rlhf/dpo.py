@@ -142,9 +142,10 @@ def build_dpo_objective(spec: ModelSpec, cfg: DPOConfig, max_length: int) -> tup
 
 
 def train_dpo(spec: ModelSpec, train_pairs: list[PreferencePair], eval_pairs: list[PreferencePair],
-              cfg: DPOConfig, train_cfg: TrainConfig, out: Path, task: str = "preferences") -> RunRecord:
+              cfg: DPOConfig, train_cfg: TrainConfig, out: Path, task: str = "preferences",
+              overwrite: bool = False, inputs: tuple[str, ...] = ()) -> RunRecord:
     """DPO on preference pairs; writes out/record.json (score = implicit-reward pair accuracy), artifact."""
-    with atomic_dir(Path(out)) as work, PeakMemory() as memory:
+    with atomic_dir(Path(out), overwrite=overwrite, inputs=(*inputs, spec.model)) as work, PeakMemory() as memory:
         seed_everything(train_cfg.seed)
         objective, ref = build_dpo_objective(spec, cfg, train_cfg.max_length)
         before = dpo_margins(objective, eval_pairs, train_cfg.eval_batch_size)

@@ -157,10 +157,12 @@ def _summary(name: str, result: dict) -> dict:
 
 
 def train_ppo(spec: ModelSpec, prompts: list[str], eval_prompts: list[str], reward: str | RewardFn,
-              cfg: PPOConfig, out: Path, task: str = "prompts", show_progress: bool = True) -> RunRecord:
+              cfg: PPOConfig, out: Path, task: str = "prompts", show_progress: bool = True,
+              overwrite: bool = False, inputs: tuple[str, ...] = ()) -> RunRecord:
     """PPO on `prompts` against `reward`; scores `eval_prompts` before and after; writes `out`."""
     reward_fn = load_reward_fn(reward, spec.device)
-    with atomic_dir(Path(out)) as work, PeakMemory() as memory:
+    refs = (*inputs, spec.model, *([reward.rsplit(":", 1)[0], reward] if isinstance(reward, str) else []))
+    with atomic_dir(Path(out), overwrite=overwrite, inputs=refs) as work, PeakMemory() as memory:
         policy, tokenizer, ref = load_policy(spec, cfg)
         before = evaluate_policy(policy, tokenizer, eval_prompts, reward_fn, cfg)
         began = time.perf_counter()

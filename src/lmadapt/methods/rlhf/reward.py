@@ -127,10 +127,11 @@ def pairwise_correct(scorer: RewardScorer, pairs: list[PreferencePair]) -> np.nd
 
 
 def train_reward_model(spec: ModelSpec, train_pairs: list[PreferencePair], eval_pairs: list[PreferencePair],
-                       cfg: RewardConfig, train_cfg: TrainConfig, out: Path, task: str = "preferences") -> RunRecord:
+                       cfg: RewardConfig, train_cfg: TrainConfig, out: Path, task: str = "preferences",
+                       overwrite: bool = False, inputs: tuple[str, ...] = ()) -> RunRecord:
     """Train a reward model; writes out/record.json, out/artifact/{model|adapter}, out/lmadapt.json."""
     ref = resolve_model_ref(spec.model)
-    with atomic_dir(Path(out)) as work, PeakMemory() as memory:
+    with atomic_dir(Path(out), overwrite=overwrite, inputs=(*inputs, ref)) as work, PeakMemory() as memory:
         seed_everything(train_cfg.seed)
         model, tokenizer, kind = load_reward_backbone(ref, spec)
         if cfg.reward_adapter == "lora":
