@@ -12,7 +12,7 @@ from rich.console import Console
 
 from lmadapt.config import build_configs
 from lmadapt.data.task import Task
-from lmadapt.errors import LmadaptError
+from lmadapt.errors import LmadaptError, ResumeRefused
 from lmadapt.methods import REGISTRY, get_method
 from lmadapt.models.load import ModelSpec
 from lmadapt.outdir import input_paths
@@ -57,18 +57,25 @@ def compare(methods: list[tuple[str, str | None]], model: ModelSpec, train_task:
             configs: dict[str, Any], train_cfg: TrainConfig, out: Path,
             title: str = "lmadapt compare", notes: list[str] | None = None,
             overwrite: bool = False) -> list[RunRecord]:
-    """Run each method into out/runs/<method>; write results.jsonl, report.md, pareto.png."""
+    """Run each method into out/runs/<method>; write results.jsonl, report.md, pareto.png.
+
+    With `train_cfg.resume`, an interrupted compare continues: finished methods are reused (same
+    settings only; their rows are not stored twice) and an interrupted one resumes from its checkpoints.
+    """
     records: list[RunRecord] = []
     failures: list[str] = []
     inputs = set().union(*(input_paths(m or model.model, configs[n], train_task, eval_task) for n, m in methods))
-    with atomic_dir(Path(out), overwrite=overwrite, inputs=inputs) as work:
+    with atomic_dir(Path(out), overwrite=overwrite, inputs=inputs, resume=train_cfg.resume) as work:
         store = RunStore(work / "runs.sqlite")
         for i, (name, model_ref) in enumerate(methods, start=1):
             spec = dataclasses.replace(model, model=model_ref) if model_ref else model
             console.rule(f"[{i}/{len(methods)}] {name} on {spec.model}")
             run_dir = work / "runs" / (name if not model_ref else f"{name}@{Path(model_ref).name}")
             try:
-                record = tune(name, spec, train_task, eval_task, configs[name], train_cfg, run_dir, store, lock=False)
+                record = tune(name, spec, train_task, eval_task, configs[name], train_cfg, run_dir, store,
+                              lock=False, reuse_finished=train_cfg.resume)
+            except ResumeRefused:
+                raise
             except LmadaptError as err:
                 failures.append(f"- `{name}` failed: {err}")
                 console.print(f"[red]{name} failed:[/red] {err}")

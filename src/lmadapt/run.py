@@ -12,6 +12,7 @@ Run folder layout (written to `.NAME.partial/`, renamed to NAME when complete):
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import time
 from dataclasses import asdict, dataclass
@@ -19,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from lmadapt.data.task import Task
-from lmadapt.errors import LmadaptError
+from lmadapt.errors import LmadaptError, ResumeRefused
 from lmadapt.eval.metrics import score_predictions
 from lmadapt.methods import get_method
 from lmadapt.methods.base import Adapted, RunContext
@@ -63,25 +64,102 @@ def _manifest(method: str, method_cfg: Any, model: ModelSpec, train_cfg: TrainCo
             "train": asdict(train_cfg), "task": task.meta()}
 
 
+# Train settings that do not shape the weights a checkpoint holds (a resume may change them).
+RESUME_FREE = ("resume", "save_every", "eval_batch_size")
+
+
+def run_settings(method: str, method_cfg: Any, model: ModelSpec, train_cfg: TrainConfig, train_task: Task) -> dict:
+    """What shapes a run's training: method, its config, model, train config, data fingerprint.
+    Checkpoints and finished runs are reused (`resume=true`) only under the same settings."""
+    data = hashlib.sha256()
+    for ex in train_task.examples:
+        data.update(json.dumps(asdict(ex), sort_keys=True, default=str).encode() + b"\n")
+    return {"method": method, "method_config": asdict(method_cfg),
+            "model": {k: v for k, v in asdict(model).items() if k != "device"},
+            "train": {k: v for k, v in asdict(train_cfg).items() if k not in RESUME_FREE},
+            "task": {k: v for k, v in train_task.meta().items() if k != "name"}, "data_sha256": data.hexdigest()}
+
+
+def first_difference(old: Any, new: Any, key: str = "") -> tuple[str, Any, Any] | None:
+    """The first dotted key where two settings trees differ, with both values; None if equal."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        for k in [*old, *(k for k in new if k not in old)]:
+            if (diff := first_difference(old.get(k), new.get(k), f"{key}.{k}" if key else k)) is not None:
+                return diff
+        return None
+    return None if old == new else (key or "settings", old, new)
+
+
+def _refuse_changed(where: Path, saved: dict, settings: dict, what: str) -> None:
+    if (diff := first_difference(saved, settings)) is not None:
+        key, old, new = diff
+        if key == "data_sha256":
+            old, new = "other examples", "these"
+        raise ResumeRefused(f"cannot resume from {where}: {key} was {old!r} in its {what}, now {new!r}; "
+                           "rerun with the same settings, or without resume=true to start over")
+
+
+def check_resume(work: Path, settings: dict, resume: bool) -> None:
+    """Refuse to resume checkpoints written under other settings (they stay on disk); record this
+    run's settings beside the checkpoints it will write."""
+    checkpoints = work / "checkpoints"
+    saved = checkpoints / "settings.json"
+    if resume and any(checkpoints.glob("step-*")):
+        if not saved.is_file():
+            raise ResumeRefused(f"cannot resume from {checkpoints}: it holds no settings.json (an older "
+                               "lmadapt wrote it); rerun without resume=true to start over")
+        try:
+            old = json.loads(saved.read_text(encoding="utf-8"))
+        except ValueError:
+            raise LmadaptError(f"cannot resume: {saved} is not valid JSON; rerun without resume=true") from None
+        _refuse_changed(checkpoints, old, json.loads(json.dumps(settings)), "checkpoints")
+    atomic_write_text(saved, json.dumps(settings, indent=2))
+
+
+def finished_run(run_dir: Path, settings: dict) -> RunRecord | None:
+    """The record of a finished run in run_dir made under `settings` (a resumed compare reuses
+    it); None when there is none; a one-line error when it was made under other settings."""
+    run_dir = Path(run_dir)
+    if not (run_dir / "record.json").is_file() or not (run_dir / MANIFEST).is_file():
+        return None
+    try:
+        saved = json.loads((run_dir / MANIFEST).read_text(encoding="utf-8")).get("settings")
+        record = RunRecord.from_dict(json.loads((run_dir / "record.json").read_text(encoding="utf-8")))
+    except (ValueError, TypeError, AttributeError):
+        return None  # unreadable: run it again
+    if saved is None:
+        return None
+    _refuse_changed(run_dir, saved, json.loads(json.dumps(settings)), "finished run")
+    return record
+
+
 def _write_jsonl(path: Path, rows: list[dict]) -> None:
     atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
 
 
 def tune(method: str, model: ModelSpec, train_task: Task, eval_task: Task, method_cfg: Any,
          train_cfg: TrainConfig, out: Path, store: RunStore | None = None, overwrite: bool = False,
-         lock: bool = True) -> RunRecord:
+         lock: bool = True, reuse_finished: bool = False) -> RunRecord:
     """Fit `method` on train_task, score it on eval_task, write the run folder `out`.
 
     `out` must be new, empty or an earlier lmadapt run (else `overwrite=True`); it is locked for
     the whole run (`lock=False`: a folder inside one the caller already holds, as compare does).
+    With `train_cfg.resume`, training continues from the newest checkpoint of an interrupted run
+    in `out` (same settings only); `reuse_finished` returns a finished run's record as it is.
     """
     impl = get_method(method)
     if not isinstance(method_cfg, impl.config_class):
         raise TypeError(f"{method} expects a {impl.config_class.__name__}")
     train_task = train_task.subsample(train_cfg.max_train_examples or None, train_cfg.seed)
     eval_task = eval_task.subsample(train_cfg.max_eval_examples or None, train_cfg.seed)
+    settings = run_settings(method, method_cfg, model, train_cfg, train_task)
+    if reuse_finished and (record := finished_run(Path(out), settings)) is not None:
+        if store is not None:
+            store.add(record)
+        return record
     inputs = input_paths(model.model, method_cfg, train_task, eval_task)
-    with atomic_dir(Path(out), overwrite=overwrite, inputs=inputs, lock=lock) as work:
+    with atomic_dir(Path(out), overwrite=overwrite, inputs=inputs, lock=lock, resume=train_cfg.resume) as work:
+        check_resume(work, settings, train_cfg.resume)
         seed_everything(train_cfg.seed)
         ctx = RunContext(model=model, train=train_cfg, work_dir=work)
         with PeakMemory() as memory:
@@ -89,7 +167,8 @@ def tune(method: str, model: ModelSpec, train_task: Task, eval_task: Task, metho
             evaluation = evaluate(adapted, eval_task, train_cfg.eval_batch_size, train_cfg.seed)
             extra = adapted.figures(eval_task) if hasattr(adapted, "figures") else {}
         adapted.save(work / "artifact")
-        atomic_write_text(work / MANIFEST, json.dumps(_manifest(method, method_cfg, model, train_cfg, train_task), indent=2))
+        atomic_write_text(work / MANIFEST, json.dumps(
+            {**_manifest(method, method_cfg, model, train_cfg, train_task), "settings": settings}, indent=2))
         _write_jsonl(work / "predictions.jsonl", [
             {"text": ex.text, "target": ex.target, "prediction": p}
             for ex, p in zip(eval_task.examples, evaluation.predictions, strict=True)])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import random
 import shutil
+import sys
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
@@ -32,7 +33,7 @@ def _resumable(work: Path) -> bool:
     """Whether a working folder holds finished work a `resume=true` run continues from:
     training checkpoints, or (a compare) finished method runs."""
     checkpoints = work / "checkpoints"
-    if checkpoints.is_dir() and any(checkpoints.iterdir()):
+    if checkpoints.is_dir() and any(checkpoints.glob("step-*")):
         return True
     runs = work / "runs"
     return runs.is_dir() and any((run / "record.json").is_file() or _resumable(run) for run in runs.iterdir()
@@ -41,20 +42,26 @@ def _resumable(work: Path) -> bool:
 
 @contextmanager
 def atomic_dir(final: Path, *, overwrite: bool = False, inputs: Iterable[str | Path] = (),
-               markers: Iterable[str] = MARKERS, lock: bool = True) -> Iterator[Path]:
+               markers: Iterable[str] = MARKERS, lock: bool = True, resume: bool = False) -> Iterator[Path]:
     """Yield the working folder of `final`; on success it replaces what lmadapt wrote at `final`.
 
     `final` is checked first (lmadapt.outdir.check_out: absent, empty, lmadapt's own, or
     `overwrite`; never the working directory, home or a folder holding an input) and locked for
     the whole write (`lock=False` only for a folder inside one already locked).
     On failure the working folder is removed, unless it holds checkpoints or finished runs,
-    which a `resume=true` run continues from (so a refused resume never deletes them).
+    which a `resume=true` run continues from (so a refused resume never deletes them). Without
+    `resume`, an interrupted run's working folder is cleared first and the run starts over.
     """
     final = check_out(final, overwrite=overwrite, inputs=inputs, markers=markers) if lock else Path(final)
     with locked(final) if lock else nullcontext():
         if lock:  # the folder may have changed while another writer held the lock
             check_out(final, overwrite=overwrite, inputs=inputs, markers=markers)
         work = partial_dir(final)
+        if not resume and work.exists():
+            if _resumable(work):
+                print(f"note: starting over; an interrupted run's checkpoints in {work} are discarded "
+                      "(resume=true continues it)", file=sys.stderr)
+            shutil.rmtree(work)
         work.mkdir(parents=True, exist_ok=True)
         try:
             yield work

@@ -138,11 +138,14 @@ class RunStore:
         return sqlite3.connect(self.path)
 
     def add(self, record: RunRecord) -> None:
+        """Store record once: adding the same record again (a resumed compare) is a no-op."""
         values = [getattr(record, c) for c in self.COLUMNS]
         marks = ", ".join("?" * (len(values) + 2))
+        text = record.to_json()
         with self._connect() as db:
-            db.execute(f"INSERT INTO runs (created, {', '.join(self.COLUMNS)}, record) VALUES ({marks})",
-                       [record.created, *values, record.to_json()])
+            db.execute(f"INSERT INTO runs (created, {', '.join(self.COLUMNS)}, record) SELECT {marks} "
+                       "WHERE NOT EXISTS (SELECT 1 FROM runs WHERE record = ?)",
+                       [record.created, *values, text, text])
 
     def all(self) -> list[RunRecord]:
         with self._connect() as db:

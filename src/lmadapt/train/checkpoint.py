@@ -17,6 +17,8 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from lmadapt.errors import LmadaptError
+
 KEEP = 2  # newest checkpoints kept
 
 
@@ -33,7 +35,8 @@ def latest_checkpoint(root: Path) -> Path | None:
 
 
 def save_checkpoint(root: Path, step: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                    scheduler: torch.optim.lr_scheduler.LRScheduler, losses: list[float]) -> Path:
+                    scheduler: torch.optim.lr_scheduler.LRScheduler, losses: list[float],
+                    epoch_evals: list[dict] | None = None) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"step-{step}"
     tmp = root / f".tmp-step-{step}"
@@ -46,7 +49,7 @@ def save_checkpoint(root: Path, step: int, model: torch.nn.Module, optimizer: to
         rng["cuda"] = torch.cuda.get_rng_state()
     save_file(rng, tmp / "rng.safetensors")
     sched = {k: v for k, v in scheduler.state_dict().items() if k != "lr_lambdas"}
-    state = {"step": step, "losses": losses, "scheduler": sched,
+    state = {"step": step, "losses": losses, "epoch_evals": epoch_evals or [], "scheduler": sched,
              "python_random": repr(random.getstate()), "numpy_seed_state": None}
     (tmp / "state.json").write_text(json.dumps(state))
     shutil.rmtree(final, ignore_errors=True)
@@ -57,15 +60,23 @@ def save_checkpoint(root: Path, step: int, model: torch.nn.Module, optimizer: to
 
 
 def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                    scheduler: torch.optim.lr_scheduler.LRScheduler) -> tuple[int, list[float]]:
-    """Restore everything saved by save_checkpoint; returns (step, losses so far)."""
-    weights = load_file(path / "trainable.safetensors")
-    missing = [n for n, p in model.named_parameters() if p.requires_grad and n not in weights]
+                    scheduler: torch.optim.lr_scheduler.LRScheduler) -> tuple[int, list[float], list[dict]]:
+    """Restore everything saved by save_checkpoint; returns (step, losses, per-epoch evals so far)."""
+    try:
+        weights = load_file(path / "trainable.safetensors")
+    except Exception as err:  # a truncated or foreign file: safetensors raises its own error types
+        raise LmadaptError(f"checkpoint {path} is unreadable ({err}); remove it to resume from the "
+                           "one before, or start over with resume=false") from None
+    trainable = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    missing = [n for n in trainable if n not in weights]
     if missing:
-        from lmadapt.errors import LmadaptError
-
         raise LmadaptError(f"checkpoint {path} does not match this model/method (no {missing[0]}); "
                            "resume with the same method and model, or start in a new folder")
+    for name, param in trainable.items():
+        if tuple(weights[name].shape) != tuple(param.shape):
+            raise LmadaptError(f"checkpoint {path} does not match this model/method: {name} has shape "
+                               f"{tuple(weights[name].shape)} there, {tuple(param.shape)} here; resume with "
+                               "the same settings, or start over with resume=false")
     with torch.no_grad():
         for name, param in model.named_parameters():
             if name in weights:
@@ -80,4 +91,4 @@ def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.O
     if "cuda" in rng and torch.cuda.is_available():
         torch.cuda.set_rng_state(rng["cuda"])
     np.random.seed(state["step"])
-    return int(state["step"]), list(state["losses"])
+    return int(state["step"]), list(state["losses"]), list(state.get("epoch_evals", []))

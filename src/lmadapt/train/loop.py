@@ -25,6 +25,7 @@ from lmadapt.errors import LmadaptError
 from lmadapt.models.task_model import TaskModel
 from lmadapt.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from lmadapt.train.config import TrainConfig
+from lmadapt.train.guard import DivergenceGuard, fix_hint
 from lmadapt.utils import seed_everything
 
 
@@ -93,6 +94,16 @@ def _param_groups(model: torch.nn.Module, lr: float,
     return [{"params": ps, "lr": group_lr} for group_lr, ps in groups.items()]
 
 
+def divergence_guard(cfg: TrainConfig, params: list[torch.nn.Parameter]) -> DivergenceGuard:
+    """The loop's divergence checks (train/guard.py), watching `params` from their current values."""
+    fix = fix_hint(cfg.lr, cfg.max_grad_norm)
+    if cfg.precision == "bf16":
+        fix += " or use precision=fp32"
+    guard = DivergenceGuard(fix)
+    guard.watch(params)
+    return guard
+
+
 def train(tm: TaskModel, examples: list[Example], cfg: TrainConfig, out_dir: Path | None = None,
           eval_fn: Callable[[int], dict] | None = None, stop_at_step: int | None = None,
           lr_overrides: dict[int, float] | None = None) -> TrainResult:
@@ -116,9 +127,11 @@ def train(tm: TaskModel, examples: list[Example], cfg: TrainConfig, out_dir: Pat
     result, start = TrainResult(), 0
     ckpt_root = out_dir / "checkpoints" if out_dir else None
     if cfg.resume and ckpt_root and (ckpt := latest_checkpoint(ckpt_root)) is not None:
-        start, result.losses = load_checkpoint(ckpt, accelerator.unwrap_model(model), optimizer, scheduler)
+        start, result.losses, result.epoch_evals = load_checkpoint(
+            ckpt, accelerator.unwrap_model(model), optimizer, scheduler)
     bar = tqdm(total=total_steps, initial=start, desc="train", unit="step",
                disable=not accelerator.is_main_process, dynamic_ncols=True)
+    guard = divergence_guard(cfg, params)
     model.train()
     began = time.perf_counter()
     for step in range(start, total_steps):
@@ -133,25 +146,26 @@ def train(tm: TaskModel, examples: list[Example], cfg: TrainConfig, out_dir: Pat
             step_loss += loss.detach() / cfg.grad_accum
             result.tokens += tm.count_tokens(batch) * accelerator.num_processes
         mean_loss = accelerator.reduce(step_loss, reduction="mean").item()
-        if not math.isfinite(mean_loss):
-            raise LmadaptError(f"loss became {mean_loss} at step {step + 1}; lower lr or use precision=fp32")
-        if cfg.max_grad_norm > 0:
-            accelerator.clip_grad_norm_(params, cfg.max_grad_norm)
+        # the pre-clipping norm; an infinite limit measures it without clipping when clipping is off
+        grad_norm = accelerator.clip_grad_norm_(params, cfg.max_grad_norm if cfg.max_grad_norm > 0 else math.inf)
+        guard.update(step + 1, mean_loss, None if grad_norm is None else float(grad_norm))
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
+        guard.check_weights(step + 1, params)
         result.losses.append(mean_loss)
         result.examples += cfg.batch_size
         elapsed = time.perf_counter() - began
         bar.set_postfix(loss=f"{mean_loss:.4f}", tok_s=f"{result.tokens / max(elapsed, 1e-9):.0f}")
         bar.update(1)
         done = step + 1
-        if cfg.save_every and ckpt_root and done % cfg.save_every == 0 and accelerator.is_main_process:
-            save_checkpoint(ckpt_root, done, accelerator.unwrap_model(model), optimizer, scheduler, result.losses)
         if eval_fn and cfg.eval_each_epoch and done % steps_per_epoch == 0 and done < total_steps:
             model.eval()
             result.epoch_evals.append({"epoch": done // steps_per_epoch, **eval_fn(done // steps_per_epoch)})
             model.train()
+        if cfg.save_every and ckpt_root and done % cfg.save_every == 0 and accelerator.is_main_process:
+            save_checkpoint(ckpt_root, done, accelerator.unwrap_model(model), optimizer, scheduler, result.losses,
+                            result.epoch_evals)
         if stop_at_step is not None and done >= stop_at_step:
             break
     bar.close()
