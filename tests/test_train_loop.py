@@ -81,7 +81,7 @@ def test_lr_overrides_move_only_their_parameters_faster(bert_no_dropout, task):
 def test_nan_guard(tiny_bert, task):
     tm = task_model_for(task, RunContext(ModelSpec(model=str(tiny_bert)), TrainConfig(), Path(".")))
     tm.loss = lambda model, batch: model(**batch).loss * float("nan")
-    with pytest.raises(LmadaptError, match="loss became nan at step 1"):
+    with pytest.raises(LmadaptError, match="diverged at step 1: the loss became nan"):
         train(tm, task.examples, TrainConfig(epochs=1, batch_size=8, eval_each_epoch=False))
 
 
