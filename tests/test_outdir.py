@@ -273,3 +273,20 @@ def test_two_concurrent_runs_never_both_succeed(tiny_llama, toy_data, tmp_path):
         loser = next(err for code, err in results if code != 0)
         assert "another lmadapt process" in loser and "Traceback" not in loser
     _no_partials(tmp_path)
+
+
+def test_rationale_output_never_appends_to_a_users_file(tmp_path):
+    from lmadapt.methods.distill.rationales import check_rationale_out
+
+    data = tmp_path / "inputs.jsonl"
+    data.write_text('{"input": "1+1", "label": "2"}\n')
+    mine = tmp_path / "notes.jsonl"
+    mine.write_text('{"todo": "buy milk"}\n')
+    with pytest.raises(LmadaptError, match="is an input file"):
+        check_rationale_out(data, (str(data), tmp_path / "shots.jsonl"))
+    with pytest.raises(LmadaptError, match="not a rationale file lmadapt wrote"):
+        check_rationale_out(mine, (str(data),))
+    with pytest.raises(LmadaptError, match="is a folder"):
+        check_rationale_out(tmp_path, (str(data),))
+    assert mine.read_text() == '{"todo": "buy milk"}\n'
+    check_rationale_out(tmp_path / "new.jsonl", (str(data),))  # new: fine

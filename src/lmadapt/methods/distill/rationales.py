@@ -29,6 +29,7 @@ from lmadapt.models.load import (
     ModelSpec,
     load_causal_lm,
 )
+from lmadapt.outdir import locked
 
 STOP = ["\n\nQ:", "\nQ:"]
 
@@ -69,6 +70,30 @@ def read_shots(path: Path) -> str:
     return "".join(parts)
 
 
+ROW_KEYS = ("id", "input", "rationale", "teacher_label", "raw")  # what completion_row writes
+
+
+def check_rationale_out(out: Path, inputs: tuple[str | Path, ...]) -> None:
+    """`out` is appended to: it must be new, or a rationale file written here, never an input."""
+    target = Path(out).expanduser().resolve()
+    for ref in inputs:
+        if Path(str(ref).split(":")[0]).expanduser().resolve() == target:
+            raise LmadaptError(f"--out {out} is an input file; write the rationales to a new file")
+    if target.is_dir():
+        raise LmadaptError(f"--out {out} is a folder; pass a .jsonl file name")
+    if not target.exists() or target.stat().st_size == 0:
+        return
+    with target.open(encoding="utf-8", errors="replace") as handle:
+        first = handle.readline()
+    try:
+        row = json.loads(first)
+    except ValueError:
+        row = None
+    if not isinstance(row, dict) or any(k not in row for k in ROW_KEYS):
+        raise LmadaptError(f"--out {out} exists and is not a rationale file lmadapt wrote "
+                           "(its rows would be appended to); pass a new file name")
+
+
 def done_ids(out: Path) -> set[str]:
     """Ids already written to out (a half-written last line from a crash is ignored)."""
     if not out.exists():
@@ -103,9 +128,16 @@ def generate_rationales(teacher: ModelSpec, data: str, shots: Path, out: Path, b
     """Append one row per not-yet-done input to out; returns the parse report of this call."""
     if batch_size < 1 or max_new_tokens < 1:
         raise LmadaptError("batch_size and max_new_tokens must be >= 1")
+    check_rationale_out(out, (data, shots))
     prefix = read_shots(shots)
     items = read_inputs(data)
     items = items[:limit] if limit else items
+    with locked(out):
+        return _append_rationales(teacher, items, prefix, out, batch_size, max_new_tokens)
+
+
+def _append_rationales(teacher: ModelSpec, items: list[dict], prefix: str, out: Path, batch_size: int,
+                       max_new_tokens: int) -> ParseReport:
     finished = done_ids(out)
     todo = [item for item in items if item["id"] not in finished]
     report = ParseReport()
