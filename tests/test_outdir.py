@@ -290,3 +290,13 @@ def test_rationale_output_never_appends_to_a_users_file(tmp_path):
         check_rationale_out(tmp_path, (str(data),))
     assert mine.read_text() == '{"todo": "buy milk"}\n'
     check_rationale_out(tmp_path / "new.jsonl", (str(data),))  # new: fine
+
+
+def test_record_reports_eval_texts_seen_in_training(capsys, monkeypatch, tiny_llama, toy_data, tmp_path):
+    out = tmp_path / "run"
+    assert _main(capsys, monkeypatch, _tune(tiny_llama, toy_data, out))[0] == 0
+    assert json.loads((out / "record.json").read_text())["extra"]["train_eval_overlap"] == 0
+    code, err = _main(capsys, monkeypatch, ["tune", "--method", "zero-shot", "--model", tiny_llama, "--train",
+                                            toy_data[0], "--eval", toy_data[0], "--out", out, "max_eval_examples=5"])
+    assert code == 0, err
+    assert json.loads((out / "record.json").read_text())["extra"]["train_eval_overlap"] == 5

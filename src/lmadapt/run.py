@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from lmadapt.data.task import Task
+from lmadapt.data.task import Task, overlap_count
 from lmadapt.errors import LmadaptError, ResumeRefused
 from lmadapt.eval.metrics import score_predictions
 from lmadapt.methods import get_method
@@ -166,6 +166,7 @@ def tune(method: str, model: ModelSpec, train_task: Task, eval_task: Task, metho
             adapted, result = impl.fit(train_task, eval_task, method_cfg, ctx)
             evaluation = evaluate(adapted, eval_task, train_cfg.eval_batch_size, train_cfg.seed)
             extra = adapted.figures(eval_task) if hasattr(adapted, "figures") else {}
+        extra = {**extra, "train_eval_overlap": overlap_count(train_task, eval_task)}  # eval texts trained on
         adapted.save(work / "artifact")
         atomic_write_text(work / MANIFEST, json.dumps(
             {**_manifest(method, method_cfg, model, train_cfg, train_task), "settings": settings}, indent=2))
