@@ -37,3 +37,20 @@ def shared_data() -> Path:
     if not (SHARED / "data").is_dir():
         pytest.skip("../shared/data is absent (it exists only beside the project's own checkout)")
     return SHARED / "data"
+
+
+@pytest.fixture
+def run_cli(capsys, monkeypatch):
+    """Run the `lmadapt` console entry point in-process: run_cli([...]) -> (exit code, stderr)."""
+    from lmadapt.cli import main
+
+    def run(args: list) -> tuple[int, str]:
+        monkeypatch.setattr(sys, "argv", ["lmadapt", *map(str, args)])
+        code = 0
+        try:
+            main()
+        except SystemExit as exit_:
+            code = exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
+        return code, capsys.readouterr().err
+
+    return run

@@ -10,22 +10,11 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from lmadapt.cli import app, main
+from lmadapt.cli import app
 from lmadapt.methods import REGISTRY
 
 runner = CliRunner()
 LMADAPT = [sys.executable, "-c", "from lmadapt.cli import main; main()"]
-
-
-def _main(capsys, monkeypatch, args: list[str]) -> tuple[int, str]:
-    """Run the console entry point in-process; returns (exit code, stderr)."""
-    monkeypatch.setattr(sys, "argv", ["lmadapt", *args])
-    code = 0
-    try:
-        main()
-    except SystemExit as exit_:
-        code = exit_.code or 0
-    return code, capsys.readouterr().err
 
 
 def test_console_entry_point_prints_one_line(tmp_path):
@@ -38,8 +27,8 @@ def test_console_entry_point_prints_one_line(tmp_path):
                                                   ", ".join(REGISTRY)]
 
 
-def test_unknown_option_is_one_line_not_a_traceback(capsys, monkeypatch):
-    code, err = _main(capsys, monkeypatch, ["generate", "--model", "x", "--prompt", "hi"])
+def test_unknown_option_is_one_line_not_a_traceback(run_cli, monkeypatch):
+    code, err = run_cli(["generate", "--model", "x", "--prompt", "hi"])
     assert code == 2
     assert "No such option: --model" in err and "Traceback" not in err
 
@@ -96,21 +85,21 @@ def test_compare_writes_results_report_and_plot(tiny_bert, tiny_llama, toy_data,
     (["tune", "--method", "head", "--model", "x", "--train", "t.jsonl", "epochs=abc"], "epochs='abc' is not a valid float"),
     (["compare", "--methods", "head,bogus", "--model", "x", "--train", "t.jsonl"], "unknown method 'bogus'"),
 ])
-def test_user_errors_are_one_line(tmp_path, args, message, monkeypatch, capsys):
+def test_user_errors_are_one_line(tmp_path, args, message, monkeypatch, run_cli):
     (tmp_path / "t.jsonl").write_text('{"text": "a", "label": "x"}\n{"text": "b", "label": "y"}\n')
     monkeypatch.chdir(tmp_path)
-    code, err = _main(capsys, monkeypatch, [*args, "--out", str(tmp_path / "out")])
+    code, err = run_cli([*args, "--out", str(tmp_path / "out")])
     assert code == 2, err
     lines = [line for line in err.splitlines() if line.strip()]
     assert len(lines) == 1 and message in lines[0], err
     assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out*"))
 
 
-def test_method_model_kind_mismatch_and_one_class(tiny_bert, tiny_llama, tmp_path, monkeypatch, capsys):
+def test_method_model_kind_mismatch_and_one_class(tiny_bert, tiny_llama, tmp_path, monkeypatch, run_cli):
     one_class = tmp_path / "one.jsonl"
     one_class.write_text("".join(json.dumps({"text": f"good film {i}", "label": "positive"}) + "\n" for i in range(20)))
     gen = tmp_path / "gen.jsonl"
-    gen.write_text("".join(json.dumps({"text": "good film", "output": "yes"}) + "\n" for _ in range(10)))
+    gen.write_text("".join(json.dumps({"text": f"good film {i}", "output": "yes"}) + "\n" for i in range(10)))
     cases = [
         (["tune", "--method", "zero-shot", "--model", str(tiny_bert), "--train", str(one_class)],
          "cannot use encoder model"),
@@ -122,6 +111,6 @@ def test_method_model_kind_mismatch_and_one_class(tiny_bert, tiny_llama, tmp_pat
     ]
     for args, message in cases:
         out = tmp_path / "out"
-        code, err = _main(capsys, monkeypatch, [*args, "--out", str(out)])
+        code, err = run_cli([*args, "--out", str(out)])
         assert code == 2 and message in err, (args, err[-1500:])
         assert not out.exists() and not list(Path(tmp_path).glob(".out*"))

@@ -14,19 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from lmadapt.cli import main
 from lmadapt.errors import LmadaptError
 from lmadapt.outdir import OWNED, check_out, locked, replace_folder
-
-
-def _main(capsys, monkeypatch, args: list[str]) -> tuple[int, str]:
-    monkeypatch.setattr(sys, "argv", ["lmadapt", *map(str, args)])
-    code = 0
-    try:
-        main()
-    except SystemExit as exit_:
-        code = exit_.code or 0
-    return code, capsys.readouterr().err
 
 
 def _one_line_error(err: str, *needles: str) -> None:
@@ -59,19 +48,19 @@ def user_folder(tmp_path) -> Path:
     return folder
 
 
-def test_tune_refuses_a_folder_of_user_files(capsys, monkeypatch, tiny_llama, toy_data, user_folder):
+def test_tune_refuses_a_folder_of_user_files(run_cli, monkeypatch, tiny_llama, toy_data, user_folder):
     before = _tree(user_folder)
-    code, err = _main(capsys, monkeypatch, _tune(tiny_llama, toy_data, user_folder))
+    code, err = run_cli(_tune(tiny_llama, toy_data, user_folder))
     assert code == 2
     _one_line_error(err, "lmadapt did not write", "--overwrite")
     assert _tree(user_folder) == before
     _no_partials(user_folder.parent)
 
 
-def test_overwrite_keeps_user_files_and_replaces_only_lmadapts(capsys, monkeypatch, tiny_llama, toy_data,
+def test_overwrite_keeps_user_files_and_replaces_only_lmadapts(run_cli, monkeypatch, tiny_llama, toy_data,
                                                                user_folder):
     before = _tree(user_folder)
-    code, err = _main(capsys, monkeypatch, _tune(tiny_llama, toy_data, user_folder, "--overwrite"))
+    code, err = run_cli(_tune(tiny_llama, toy_data, user_folder, "--overwrite"))
     assert code == 0, err
     after = _tree(user_folder)
     assert {k: after[k] for k in before} == before  # every user file intact
@@ -80,35 +69,35 @@ def test_overwrite_keeps_user_files_and_replaces_only_lmadapts(capsys, monkeypat
     assert "record.json" in owned and "thesis.tex" not in owned
     # the folder now holds lmadapt's output: a rerun needs no --overwrite and keeps the user's files
     first = (user_folder / "record.json").read_text()
-    code, err = _main(capsys, monkeypatch, _tune(tiny_llama, toy_data, user_folder, "seed=3"))
+    code, err = run_cli(_tune(tiny_llama, toy_data, user_folder, "seed=3"))
     assert code == 0, err
     assert json.loads((user_folder / "record.json").read_text())["seed"] == 3 != json.loads(first)["seed"]
     assert {k: _tree(user_folder)[k] for k in before} == before
     _no_partials(user_folder.parent)
 
 
-def test_rerun_replaces_an_earlier_run_and_drops_its_stale_files(capsys, monkeypatch, tiny_llama, toy_data,
+def test_rerun_replaces_an_earlier_run_and_drops_its_stale_files(run_cli, monkeypatch, tiny_llama, toy_data,
                                                                  tmp_path):
     out = tmp_path / "run"
-    assert _main(capsys, monkeypatch, _tune(tiny_llama, toy_data, out))[0] == 0
+    assert run_cli(_tune(tiny_llama, toy_data, out))[0] == 0
     (out / "train_log.jsonl").write_text("{}\n")  # as if an earlier run had trained
     owned = json.loads((out / OWNED).read_text())
     (out / OWNED).write_text(json.dumps([*owned, "train_log.jsonl"]))
     (out / "notes.md").write_text("my notes on this run")  # the user's own file, added later
-    code, err = _main(capsys, monkeypatch, _tune(tiny_llama, toy_data, out))
+    code, err = run_cli(_tune(tiny_llama, toy_data, out))
     assert code == 0, err
     assert not (out / "train_log.jsonl").exists()  # lmadapt's stale file went
     assert (out / "notes.md").read_text() == "my notes on this run"  # the user's stayed
     _no_partials(tmp_path)
 
 
-def test_a_failed_run_leaves_the_earlier_run_intact(capsys, monkeypatch, tiny_llama, toy_data, tmp_path):
+def test_a_failed_run_leaves_the_earlier_run_intact(run_cli, monkeypatch, tiny_llama, toy_data, tmp_path):
     out = tmp_path / "run"
-    assert _main(capsys, monkeypatch, _tune(tiny_llama, toy_data, out))[0] == 0
+    assert run_cli(_tune(tiny_llama, toy_data, out))[0] == 0
     before = _tree(out)
     failing = _tune(tiny_llama, toy_data, out, "batch_size=1000")  # fails inside the run, in fit
     failing[failing.index("zero-shot")] = "head"
-    code, err = _main(capsys, monkeypatch, failing)
+    code, err = run_cli(failing)
     assert code == 2
     _one_line_error(err, "batch_size")
     assert _tree(out) == before
@@ -116,27 +105,27 @@ def test_a_failed_run_leaves_the_earlier_run_intact(capsys, monkeypatch, tiny_ll
 
 
 @pytest.mark.parametrize("overwrite", [False, True])
-def test_out_holding_an_input_is_always_refused(capsys, monkeypatch, tiny_llama, toy_data, overwrite):
+def test_out_holding_an_input_is_always_refused(run_cli, monkeypatch, tiny_llama, toy_data, overwrite):
     data_dir = toy_data[0].parent
     before = _tree(data_dir)
     args = _tune(tiny_llama, toy_data, data_dir) + (["--overwrite"] if overwrite else [])
-    code, err = _main(capsys, monkeypatch, args)
+    code, err = run_cli(args)
     assert code == 2
     _one_line_error(err)
     assert _tree(data_dir) == before
-    code, err = _main(capsys, monkeypatch, _tune(tiny_llama, toy_data, tiny_llama, "--overwrite"))
+    code, err = run_cli(_tune(tiny_llama, toy_data, tiny_llama, "--overwrite"))
     assert code == 2
     _one_line_error(err, "holds the input")
 
 
 @pytest.mark.parametrize("out", [".", "..", "./", "sub/.."])
-def test_out_dot_and_dotdot_are_one_line(capsys, monkeypatch, tiny_llama, toy_data, tmp_path, out):
+def test_out_dot_and_dotdot_are_one_line(run_cli, monkeypatch, tiny_llama, toy_data, tmp_path, out):
     work = tmp_path / "cwd"
     (work / "sub").mkdir(parents=True)
     (work / "keep.txt").write_text("x")
     monkeypatch.chdir(work)
     for extra in ([], ["--overwrite"]):
-        code, err = _main(capsys, monkeypatch, _tune(tiny_llama, toy_data, out, *extra))
+        code, err = run_cli(_tune(tiny_llama, toy_data, out, *extra))
         assert code == 2
         _one_line_error(err, "working directory")
     assert (work / "keep.txt").read_text() == "x" and (work / "sub").is_dir()
@@ -178,7 +167,7 @@ def test_replace_folder_is_all_or_nothing_for_lmadapt_folders(tmp_path):
 
 
 @pytest.mark.parametrize("command", ["compare", "merge", "reward", "dpo"])
-def test_other_writers_refuse_a_user_folder(capsys, monkeypatch, tiny_llama, toy_data, user_folder, tmp_path,
+def test_other_writers_refuse_a_user_folder(run_cli, monkeypatch, tiny_llama, toy_data, user_folder, tmp_path,
                                             command):
     before = _tree(user_folder)
     pairs = tmp_path / "pairs.jsonl"
@@ -189,16 +178,16 @@ def test_other_writers_refuse_a_user_folder(capsys, monkeypatch, tiny_llama, toy
             "merge": ["merge", tmp_path / "no-run", "--out", user_folder],
             "reward": ["rlhf", "reward", "--model", tiny_llama, "--train", pairs, "--out", user_folder],
             "dpo": ["rlhf", "dpo", "--model", tiny_llama, "--train", pairs, "--out", user_folder]}[command]
-    code, err = _main(capsys, monkeypatch, args)
+    code, err = run_cli(args)
     assert code == 2
     _one_line_error(err)
     assert _tree(user_folder) == before
     _no_partials(user_folder.parent)
 
 
-def test_compare_nested_runs_hold_no_lock_files(capsys, monkeypatch, tiny_llama, toy_data, tmp_path):
+def test_compare_nested_runs_hold_no_lock_files(run_cli, monkeypatch, tiny_llama, toy_data, tmp_path):
     out = tmp_path / "cmp"
-    code, err = _main(capsys, monkeypatch, ["compare", "--methods", "zero-shot", "--model", tiny_llama,
+    code, err = run_cli(["compare", "--methods", "zero-shot", "--model", tiny_llama,
                                             "--train", toy_data[0], "--eval", toy_data[1], "--out", out,
                                             "max_eval_examples=4"])
     assert code == 0, err
@@ -224,12 +213,12 @@ def _holder(target: Path, seconds: float) -> subprocess.Popen:
     return proc
 
 
-def test_second_writer_fails_at_once_naming_the_holder(capsys, monkeypatch, tiny_llama, toy_data, tmp_path):
+def test_second_writer_fails_at_once_naming_the_holder(run_cli, monkeypatch, tiny_llama, toy_data, tmp_path):
     out = tmp_path / "run"
     holder = _holder(out, 60)
     try:
         began = time.perf_counter()
-        code, err = _main(capsys, monkeypatch, _tune(tiny_llama, toy_data, out))
+        code, err = run_cli(_tune(tiny_llama, toy_data, out))
         assert time.perf_counter() - began < 30
         assert code == 2
         _one_line_error(err, f"pid {holder.pid}", "another lmadapt process")
@@ -238,7 +227,7 @@ def test_second_writer_fails_at_once_naming_the_holder(capsys, monkeypatch, tiny
     finally:
         holder.kill()
         holder.wait()
-    assert _main(capsys, monkeypatch, _tune(tiny_llama, toy_data, out))[0] == 0  # free again
+    assert run_cli(_tune(tiny_llama, toy_data, out))[0] == 0  # free again
 
 
 def test_lock_waits_up_to_its_timeout(tmp_path):
@@ -292,11 +281,11 @@ def test_rationale_output_never_appends_to_a_users_file(tmp_path):
     check_rationale_out(tmp_path / "new.jsonl", (str(data),))  # new: fine
 
 
-def test_record_reports_eval_texts_seen_in_training(capsys, monkeypatch, tiny_llama, toy_data, tmp_path):
+def test_record_reports_eval_texts_seen_in_training(run_cli, monkeypatch, tiny_llama, toy_data, tmp_path):
     out = tmp_path / "run"
-    assert _main(capsys, monkeypatch, _tune(tiny_llama, toy_data, out))[0] == 0
+    assert run_cli(_tune(tiny_llama, toy_data, out))[0] == 0
     assert json.loads((out / "record.json").read_text())["extra"]["train_eval_overlap"] == 0
-    code, err = _main(capsys, monkeypatch, ["tune", "--method", "zero-shot", "--model", tiny_llama, "--train",
+    code, err = run_cli(["tune", "--method", "zero-shot", "--model", tiny_llama, "--train",
                                             toy_data[0], "--eval", toy_data[0], "--out", out, "max_eval_examples=5"])
     assert code == 0, err
     assert json.loads((out / "record.json").read_text())["extra"]["train_eval_overlap"] == 5

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,22 +13,11 @@ import torch
 from safetensors.torch import load_file, save_file
 
 import lmadapt.train.loop as loop
-from lmadapt.cli import main
 from lmadapt.errors import LmadaptError
 from lmadapt.methods.zero_shot.method import ZeroShot
 from lmadapt.run import first_difference
 from lmadapt.train.checkpoint import latest_checkpoint, load_checkpoint
 from tiny import toy_rows, write_jsonl
-
-
-def _main(capsys, monkeypatch, args: list) -> tuple[int, str]:
-    monkeypatch.setattr(sys, "argv", ["lmadapt", *map(str, args)])
-    code = 0
-    try:
-        main()
-    except SystemExit as exit_:
-        code = exit_.code or 0
-    return code, capsys.readouterr().err
 
 
 def _interrupt_after_checkpoint(monkeypatch, at_step: int) -> None:
@@ -63,30 +51,30 @@ def _checkpoints(out: Path) -> dict[str, bytes]:
     return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
-def test_refused_resume_names_the_key_and_keeps_checkpoints(capsys, monkeypatch, tiny_bert, toy_data, tmp_path):
+def test_refused_resume_names_the_key_and_keeps_checkpoints(run_cli, monkeypatch, tiny_bert, toy_data, tmp_path):
     out = tmp_path / "run"
     train, eval_ = toy_data
     with monkeypatch.context() as patch:
         _interrupt_after_checkpoint(patch, 8)  # end of epoch 1 (8 steps of 8 examples)
-        code, _ = _main(capsys, monkeypatch, _head(tiny_bert, train, eval_, out))
+        code, _ = run_cli(_head(tiny_bert, train, eval_, out))
     assert code == 130 and not out.exists()
     kept = _checkpoints(out)
     assert "settings.json" in kept and "step-8/trainable.safetensors" in kept
     other_data = write_jsonl(tmp_path / "other.jsonl", toy_rows(64, seed=9))
     for extra, key in [(["lr=0.5"], "train.lr"), (["unfreeze_last=1"], "method_config.unfreeze_last"),
                        (["epochs=3"], "train.epochs")]:
-        code, err = _main(capsys, monkeypatch, _head(tiny_bert, train, eval_, out, "resume=true", *extra))
+        code, err = run_cli(_head(tiny_bert, train, eval_, out, "resume=true", *extra))
         assert code == 2, err
         lines = err.strip().splitlines()
         assert len(lines) == 1 and "Traceback" not in err and f"{key} was" in lines[0], (key, err)
         assert _checkpoints(out) == kept  # a refused resume deletes nothing
         assert not out.exists()
-    code, err = _main(capsys, monkeypatch, _head(tiny_bert, other_data, eval_, out, "resume=true"))
+    code, err = run_cli(_head(tiny_bert, other_data, eval_, out, "resume=true"))
     assert code == 2 and "data_sha256 was 'other examples'" in err
     assert _checkpoints(out) == kept
     # the same settings resume; the epoch-1 eval made before the interruption is kept
     loaded = _spy_on_load(monkeypatch)
-    code, err = _main(capsys, monkeypatch, _head(tiny_bert, train, eval_, out, "resume=true"))
+    code, err = run_cli(_head(tiny_bert, train, eval_, out, "resume=true"))
     assert code == 0, err
     assert loaded == ["step-8"]
     log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
@@ -95,27 +83,27 @@ def test_refused_resume_names_the_key_and_keeps_checkpoints(capsys, monkeypatch,
     assert not out.with_name(".run.partial").exists()
 
 
-def test_a_fresh_run_discards_an_interrupted_ones_checkpoints(capsys, monkeypatch, tiny_bert, toy_data, tmp_path):
+def test_a_fresh_run_discards_an_interrupted_ones_checkpoints(run_cli, monkeypatch, tiny_bert, toy_data, tmp_path):
     out = tmp_path / "run"
     with monkeypatch.context() as patch:
         _interrupt_after_checkpoint(patch, 4)
-        assert _main(capsys, monkeypatch, _head(tiny_bert, *toy_data, out, "lr=0.5"))[0] == 130
-    code, err = _main(capsys, monkeypatch, _head(tiny_bert, *toy_data, out))  # resume=false: start over
+        assert run_cli(_head(tiny_bert, *toy_data, out, "lr=0.5"))[0] == 130
+    code, err = run_cli(_head(tiny_bert, *toy_data, out))  # resume=false: start over
     assert code == 0 and "starting over" in err
     assert json.loads((out / "record.json").read_text())["train_steps"] == 16
 
 
-def test_checkpoint_shape_mismatch_is_one_line(tiny_bert, toy_data, tmp_path, capsys, monkeypatch):
+def test_checkpoint_shape_mismatch_is_one_line(tiny_bert, toy_data, tmp_path, run_cli, monkeypatch):
     out = tmp_path / "run"
     with monkeypatch.context() as patch:
         _interrupt_after_checkpoint(patch, 4)
-        _main(capsys, monkeypatch, _head(tiny_bert, *toy_data, out))
+        run_cli(_head(tiny_bert, *toy_data, out))
     step = latest_checkpoint(out.with_name(".run.partial") / "checkpoints")
     weights = load_file(step / "trainable.safetensors")
     name = next(iter(weights))
     weights[name] = torch.zeros(3, 1)
     save_file(weights, step / "trainable.safetensors")
-    code, err = _main(capsys, monkeypatch, _head(tiny_bert, *toy_data, out, "resume=true"))
+    code, err = run_cli(_head(tiny_bert, *toy_data, out, "resume=true"))
     assert code == 2 and len(err.strip().splitlines()) == 1
     assert f"{name} has shape (3, 1) there" in err and "Traceback" not in err
     (step / "trainable.safetensors").write_bytes(b"not a safetensors file")
@@ -123,7 +111,7 @@ def test_checkpoint_shape_mismatch_is_one_line(tiny_bert, toy_data, tmp_path, ca
         load_checkpoint(step, torch.nn.Linear(1, 1), None, None)  # type: ignore[arg-type]
 
 
-def test_resumed_compare_reruns_only_unfinished_methods(capsys, monkeypatch, tiny_llama, tiny_bert, toy_data,
+def test_resumed_compare_reruns_only_unfinished_methods(run_cli, monkeypatch, tiny_llama, tiny_bert, toy_data,
                                                         tmp_path):
     out = tmp_path / "cmp"
     args = ["compare", "--methods", f"zero-shot@{tiny_llama},head", "--model", tiny_bert, "--train", toy_data[0],
@@ -131,17 +119,17 @@ def test_resumed_compare_reruns_only_unfinished_methods(capsys, monkeypatch, tin
             "max_eval_examples=8"]
     with monkeypatch.context() as patch:
         _interrupt_after_checkpoint(patch, 12)  # head is interrupted in epoch 2
-        assert _main(capsys, monkeypatch, args)[0] == 130
+        assert run_cli(args)[0] == 130
     partial = out.with_name(".cmp.partial")
     finished = json.loads((partial / "runs" / "zero-shot@llama0" / "record.json").read_text())
     # a changed setting: the whole compare is refused, nothing is lost
-    code, err = _main(capsys, monkeypatch, [*args, "resume=true", "max_length=64"])
+    code, err = run_cli([*args, "resume=true", "max_length=64"])
     errors = [line for line in err.splitlines() if line.startswith("error:")]
     assert code == 2 and len(errors) == 1 and "train.max_length was 256" in errors[0] and "Traceback" not in err
     assert (partial / "runs" / "zero-shot@llama0" / "record.json").is_file()
     fits, loaded = [], _spy_on_load(monkeypatch)
     monkeypatch.setattr(ZeroShot, "fit", lambda self, *a, **k: fits.append(1) or pytest.fail("re-ran zero-shot"))
-    code, err = _main(capsys, monkeypatch, [*args, "resume=true"])
+    code, err = run_cli([*args, "resume=true"])
     assert code == 0, err
     assert not fits and loaded == ["step-12"]
     results = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
