@@ -20,7 +20,9 @@ from lmadapt.index.documents import SkippedInputWarning
 from lmadapt.index.embed import DEFAULT_EMBEDDER, Embedder
 from lmadapt.index.vector_index import (
     DEFAULT_CHUNK_TOKENS,
+    DEFAULT_LOCK_TIMEOUT,
     DEFAULT_OVERLAP,
+    META_FILE,
     VectorIndex,
     read_meta,
 )
@@ -30,6 +32,7 @@ index_app = typer.Typer(
     no_args_is_help=True,
 )
 console = Console(stderr=True)
+LOCK_TIMEOUT_HELP = "Seconds to wait while another process writes this index, then fail."
 
 
 @contextmanager
@@ -52,7 +55,8 @@ def _user_facing() -> Iterator[None]:
 @index_app.command()
 def build(
     docs: Path = typer.Option(..., help="File or folder of .txt/.md/.jsonl/.pdf documents."),
-    out: Path = typer.Option(..., help="Index folder to create (an existing index is replaced)."),
+    out: Path = typer.Option(..., help="Index folder to create (an existing index is replaced; "
+                             "a non-empty folder that is not an index needs --overwrite)."),
     embedder: str = typer.Option(DEFAULT_EMBEDDER,
                                  help="Embedder: pull name, local model folder or hub id."),
     index_type: str = typer.Option(
@@ -65,14 +69,21 @@ def build(
     text_field: str = typer.Option("text", help="Field holding the text in .jsonl records."),
     batch_size: int = typer.Option(32, help="Chunks embedded per forward pass."),
     device: str = typer.Option(None, help="Torch device (default: cuda if available, else cpu)."),
+    overwrite: bool = typer.Option(False, help="Write the index into a non-empty folder that is "
+                                   "not an index (its files stay; the index files are added)."),
+    lock_timeout: float = typer.Option(DEFAULT_LOCK_TIMEOUT, min=0, help=LOCK_TIMEOUT_HELP),
 ) -> None:
     """Chunk, embed and index documents into a new index folder."""
+    from lmadapt.outdir import check_out
+
     with _user_facing():
         start = time.perf_counter()
+        check_out(out, overwrite=overwrite, inputs=(docs, embedder), markers=(META_FILE,))
         model = Embedder(embedder, batch_size=batch_size, device=device)
         index = VectorIndex.build(docs, model, out, index_type=index_type,
                                   chunk_tokens=chunk_tokens, overlap=overlap,
-                                  text_field=text_field, progress=True)
+                                  text_field=text_field, progress=True,
+                                  lock_timeout=lock_timeout, overwrite=overwrite)
         console.print(f"indexed {len(index)} chunks into {out} ({index_type}, dim {model.dim}) "
                       f"in {time.perf_counter() - start:.1f} s", highlight=False)
 
@@ -83,6 +94,7 @@ def add(
     docs: Path = typer.Option(..., help="File or folder of documents to add."),
     batch_size: int = typer.Option(32, help="Chunks embedded per forward pass."),
     device: str = typer.Option(None, help="Torch device (default: cuda if available, else cpu)."),
+    lock_timeout: float = typer.Option(DEFAULT_LOCK_TIMEOUT, min=0, help=LOCK_TIMEOUT_HELP),
 ) -> None:
     """Add documents to an index; chunks already stored (same text) are not embedded again."""
     with _user_facing():
@@ -90,7 +102,7 @@ def add(
         opened = VectorIndex.open(index, Embedder(
             stored["ref"], pooling=stored["pooling"], normalize=stored["normalize"],
             max_tokens=stored["max_tokens"], batch_size=batch_size, device=device))
-        added = opened.add(docs, progress=True)
+        added = opened.add(docs, progress=True, lock_timeout=lock_timeout)
         console.print(f"added {added} new chunks to {index} (now {len(opened)})",
                       highlight=False)
 

@@ -25,8 +25,9 @@ class ChunkStore:
 
     def __init__(self, path: Path, readonly: bool = True) -> None:
         self.path = path
-        if readonly:
-            self.conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        if readonly:  # read-only: an index opened in one thread may search or add in another
+            uri = Path(path).resolve().as_uri()  # percent-encoded: a '#' or '?' in a folder name is safe
+            self.conn = sqlite3.connect(f"{uri}?mode=ro", uri=True, check_same_thread=False)
         else:
             self.conn = sqlite3.connect(path)
             self.conn.executescript(SCHEMA)

@@ -11,12 +11,21 @@ Every write produces a complete new generation of files, then swaps it in with o
 a fresh index is written to a temp folder beside INDEX and renamed onto it; a rebuild or `add`
 writes the new generation's files inside INDEX and then replaces meta.json, which names them.
 An interrupted write therefore leaves the previous index intact and queryable.
+
+Every write (`build`, `add`) holds the index folder's exclusive OS lock (`lmadapt.outdir.locked`)
+for its whole length; a second writer waits up to `lock_timeout` seconds, then fails with one
+line naming the holder's pid. `add` re-reads the index under the lock, so two concurrent adds
+never lose each other's documents. What a killed write left
+(another generation's files, SQLite journals, `.meta.json.tmp-*`, a `.INDEX.tmp-*` folder) is
+removed by the next write. meta.json's `generation` must be 12 hex digits: it names files, so a
+tampered manifest can never point outside the folder.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import sqlite3
 import tempfile
@@ -40,12 +49,20 @@ from lmadapt.index.documents import Chunk, check_chunk_params, chunk_corpus
 from lmadapt.index.embed import Embedder, embedder_mismatch
 from lmadapt.index.memory import Hit
 from lmadapt.index.store import ChunkStore
+from lmadapt.outdir import locked
 
 FORMAT = "lmadapt-index"
 FORMAT_VERSION = 1
 META_FILE = "meta.json"
 DEFAULT_CHUNK_TOKENS = 200
 DEFAULT_OVERLAP = 32
+DEFAULT_LOCK_TIMEOUT = 60.0  # seconds a write waits for another writer of the same index
+
+GENERATION = re.compile(r"[0-9a-f]{12}")  # uuid4().hex[:12], see _commit
+GENERATION_FILE = re.compile(r"(?:vectors|chunks)-([0-9a-f]{12})\.(?:faiss|sqlite(?:-journal|-wal|-shm)?)")
+META_TMP = re.compile(r"\.meta\.json\.tmp-[0-9a-f]{8}")  # _write_json_atomic's temp file
+REQUIRED = {"embedder": dict, "dim": int, "index_type": str, "chunk_tokens": int, "overlap": int,
+            "text_field": str, "count": int, "search": dict}
 
 Items = Path | str | Sequence[str | Chunk]
 
@@ -70,22 +87,78 @@ def read_meta(path: Path | str) -> dict:
     if not path.exists():
         raise LmadaptError(f"no index at {path}; create one with `lmadapt index build --out {path}`")
     try:
-        meta = json.loads(meta_path.read_text())
-    except (OSError, json.JSONDecodeError):
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):  # ValueError: bad JSON or bad UTF-8
         raise LmadaptError(
             f"{path} is not an lmadapt index (no readable {META_FILE}); rebuild it with "
             "`lmadapt index build`"
         ) from None
-    if meta.get("format") != FORMAT or meta.get("version") != FORMAT_VERSION:
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise LmadaptError(f"{path} is not an lmadapt index ({META_FILE} is not an index manifest); "
+                           "rebuild it with `lmadapt index build`")
+    if meta.get("version") != FORMAT_VERSION:
         raise LmadaptError(f"{path} is not a version-{FORMAT_VERSION} lmadapt index; rebuild it")
+    generation = meta.get("generation")
+    if not isinstance(generation, str) or not GENERATION.fullmatch(generation):
+        raise LmadaptError(f"{meta_path}: generation {generation!r} is not 12 hex digits; the manifest "
+                           "was edited or damaged, rebuild the index with `lmadapt index build`")
+    for key, kind in REQUIRED.items():
+        if not isinstance(meta.get(key), kind):
+            raise LmadaptError(f"{meta_path}: {key!r} is missing or not a {kind.__name__}; the manifest "
+                               "was edited or damaged, rebuild the index with `lmadapt index build`")
     return meta
 
 
-def _commit(path: Path, write: Callable[[Path, str], dict]) -> dict:
-    """Run write(folder, generation) -> meta, then atomically make that generation current."""
+def _ours(name: str) -> bool:
+    """A file name an index write creates."""
+    return name == META_FILE or bool(GENERATION_FILE.fullmatch(name) or META_TMP.fullmatch(name))
+
+
+def clean_orphans(path: Path, keep: str | None) -> list[Path]:
+    """Remove what killed writes of the index at `path` left; call only while holding its lock.
+
+    Inside the folder: generation files (and SQLite journals) of any generation but `keep`, and
+    `.meta.json.tmp-*`; `keep=None` (no index there yet) leaves generation files alone. Beside
+    it: `.NAME.tmp-XXXXXXXX` folders of a fresh build, when they hold nothing but index files.
+    A user's files never match these names.
+    """
+    removed: list[Path] = []
+    fresh_tmp = re.compile(rf"\.{re.escape(path.name)}\.tmp-[a-z0-9_]{{8}}")
+    if path.parent.is_dir():
+        for entry in path.parent.iterdir():
+            if (fresh_tmp.fullmatch(entry.name) and entry.is_dir() and not entry.is_symlink()
+                    and all(_ours(p.name) and p.is_file() for p in entry.iterdir())):
+                shutil.rmtree(entry, ignore_errors=True)
+                removed.append(entry)
+    if path.is_dir():
+        for entry in path.iterdir():
+            match = GENERATION_FILE.fullmatch(entry.name)
+            stale = (match is not None and keep is not None and match.group(1) != keep) or bool(
+                META_TMP.fullmatch(entry.name))
+            if stale and entry.is_file():
+                entry.unlink(missing_ok=True)
+                removed.append(entry)
+    return removed
+
+
+def _commit(path: Path, write: Callable[[Path, str], dict], adopt: bool = False) -> dict:
+    """Run write(folder, generation) -> meta, then atomically make that generation current.
+
+    Call only while holding the index lock. A non-empty folder must be an index, unless `adopt`
+    (`index build --overwrite`): then the index files are written beside the user's files (a
+    meta.json that is not an index's is still refused, never overwritten).
+    """
     generation = uuid.uuid4().hex[:12]
+    if path.exists() and not path.is_dir():
+        raise LmadaptError(f"{path} is a file, not an index folder; pass a folder name")
     if path.exists() and any(path.iterdir()):
-        read_meta(path)  # refuse to write into a folder that is not an index
+        try:
+            current: str | None = read_meta(path)["generation"]  # refuse a folder that is not an index
+        except LmadaptError:
+            if not adopt or (path / META_FILE).exists():
+                raise
+            current = None
+        clean_orphans(path, current)
         try:
             meta = write(path, generation)
             _write_json_atomic(path / META_FILE, meta)
@@ -93,12 +166,10 @@ def _commit(path: Path, write: Callable[[Path, str], dict]) -> dict:
             for leftover in _files(path, generation):
                 leftover.unlink(missing_ok=True)
             raise
-        keep = {p.name for p in _files(path, generation)}
-        for old in [*path.glob("vectors-*.faiss"), *path.glob("chunks-*.sqlite")]:
-            if old.name not in keep:
-                old.unlink(missing_ok=True)
+        clean_orphans(path, generation)  # the generations this one replaces
         return meta
     path.parent.mkdir(parents=True, exist_ok=True)
+    clean_orphans(path, None)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
     umask = os.umask(0)
     os.umask(umask)
@@ -144,6 +215,11 @@ class VectorIndex:
         """Read the FAISS file and open the chunk table of the generation `meta` names."""
         vectors_file, chunks_file = _files(self.path, meta["generation"])
         try:
+            params = SearchParams(**meta["search"])
+        except TypeError:
+            raise LmadaptError(f"{self.path / META_FILE}: 'search' has unknown keys "
+                               f"({', '.join(map(str, meta['search']))}); rebuild the index") from None
+        try:
             self.faiss_index = faiss.read_index(str(vectors_file))
             self.store = ChunkStore(chunks_file)
         except (RuntimeError, sqlite3.Error):
@@ -152,24 +228,35 @@ class VectorIndex:
                 "unreadable); rebuild it with `lmadapt index build`"
             ) from None
         self.meta = meta
-        apply_search_params(self.faiss_index, SearchParams(**meta["search"]))
+        apply_search_params(self.faiss_index, params)
 
     # ---- creating -------------------------------------------------------------------------------
     @classmethod
     def build(cls, items: Items, embedder: Embedder, path: Path | str, index_type: str = "flat",
               chunk_tokens: int | None = None, overlap: int = DEFAULT_OVERLAP,
-              text_field: str = "text", progress: bool = False) -> VectorIndex:
+              text_field: str = "text", progress: bool = False,
+              lock_timeout: float = DEFAULT_LOCK_TIMEOUT, overwrite: bool = False) -> VectorIndex:
         """Embed `items` and write a new index at `path` (replacing an index already there).
 
         `items` is a documents path (file or folder of .txt/.md/.jsonl/.pdf, chunked by the
         embedder's tokens) or a list of texts / `Chunk`s stored as they are. `chunk_tokens`
         defaults to DEFAULT_CHUNK_TOKENS, or the embedder's limit when that is smaller.
+        A non-empty folder that is not an index is refused, unless `overwrite` (the index files
+        are then added beside what is there). Waits up to `lock_timeout` s for another writer.
         """
         path = Path(path)
         if chunk_tokens is None:
             chunk_tokens = min(DEFAULT_CHUNK_TOKENS, embedder.max_tokens - 2)
             overlap = min(overlap, chunk_tokens // 4)
         check_index_type(index_type)
+        with locked(path, lock_timeout):
+            return cls._build_locked(items, embedder, path, index_type, chunk_tokens, overlap,
+                                     text_field, progress, overwrite)
+
+    @classmethod
+    def _build_locked(cls, items: Items, embedder: Embedder, path: Path, index_type: str,
+                      chunk_tokens: int, overlap: int, text_field: str, progress: bool,
+                      overwrite: bool) -> VectorIndex:
         chunks = _to_chunks(items, embedder, chunk_tokens, overlap, text_field)
         if not chunks:
             raise LmadaptError("nothing to index: every text given was empty")
@@ -194,7 +281,7 @@ class VectorIndex:
                 store.close()
             return {**meta, "generation": generation}
 
-        return cls(path, _commit(path, write), embedder)
+        return cls(path, _commit(path, write, adopt=overwrite), embedder)
 
     @classmethod
     def open(cls, path: Path | str, embedder: Embedder | None = None) -> VectorIndex:
@@ -207,8 +294,23 @@ class VectorIndex:
             index._embedder = embedder
         return index
 
-    def add(self, items: Items, progress: bool = False) -> int:
-        """Embed and append chunks not stored yet (by text hash); returns how many were new."""
+    def add(self, items: Items, progress: bool = False,
+            lock_timeout: float = DEFAULT_LOCK_TIMEOUT) -> int:
+        """Embed and append chunks not stored yet (by text hash); returns how many were new.
+
+        Holds the index lock (waiting up to `lock_timeout` s for another writer) and first
+        reloads the index if another process changed it since it was opened."""
+        with locked(self.path, lock_timeout):
+            current = read_meta(self.path)
+            if current["generation"] != self.meta["generation"]:
+                self.store.close()
+                self._load(current)
+                if self._embedder is not None:
+                    self._check_embedder(self._embedder)
+            clean_orphans(self.path, current["generation"])
+            return self._add_locked(items, progress)
+
+    def _add_locked(self, items: Items, progress: bool) -> int:
         embedder = self.embedder
         chunks = _to_chunks(items, embedder, self.meta["chunk_tokens"], self.meta["overlap"],
                             self.meta["text_field"])
