@@ -21,7 +21,7 @@ stops on a noisy loss.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import torch
 
@@ -52,8 +52,10 @@ class DivergenceGuard:
 
     def __init__(self, fix: str = "lower lr", what: str = "loss", warmup: int = 3, patience: int = 5,
                  factor: float = 3.0, margin: float = 1.0, grad_factor: float = 1e4,
-                 weight_factor: float = 1e3) -> None:
-        self.fix, self.what = fix, what
+                 weight_factor: float = 1e3, label: str = "training",
+                 before_fail: Callable[[], object] | None = None) -> None:
+        self.fix, self.what, self.label = fix, what, label
+        self.before_fail = before_fail  # e.g. close the progress bar, so the error gets its own line
         self.warmup, self.patience = max(1, warmup), max(1, patience)
         self.factor, self.margin = factor, margin
         self.grad_factor, self.weight_factor = grad_factor, weight_factor
@@ -62,8 +64,11 @@ class DivergenceGuard:
         self.weight_start: float | None = None
         self.high_loss = self.high_grad = 0  # current runs of consecutive bad steps
 
-    def _fail(self, step: int, what: str) -> None:
-        raise LmadaptError(f"training diverged at step {step}: {what}; {self.fix}")
+    def fail(self, step: int, what: str) -> None:
+        """Raise the one-line divergence error: what happened at which step, and the fix."""
+        if self.before_fail is not None:
+            self.before_fail()
+        raise LmadaptError(f"{self.label} diverged at step {step}: {what}; {self.fix}")
 
     def loss_limit(self) -> float | None:
         """The loss above which a step counts as diverged (None until `warmup` steps are seen)."""
@@ -82,18 +87,18 @@ class DivergenceGuard:
         """Check one optimizer step's loss (and pre-clipping gradient norm); raise on divergence."""
         loss = float(loss)
         if not math.isfinite(loss):
-            self._fail(step, f"the {self.what} became {loss}")
+            self.fail(step, f"the {self.what} became {loss}")
         if grad_norm is not None:
             grad_norm = float(grad_norm)
             if not math.isfinite(grad_norm):
-                self._fail(step, f"the gradient norm became {grad_norm} ({self.what} {loss:.4g})")
+                self.fail(step, f"the gradient norm became {grad_norm} ({self.what} {loss:.4g})")
         limit = self.loss_limit()
         if limit is None:
             self.first_losses.append(loss)
         else:
             self.high_loss = self.high_loss + 1 if loss > limit else 0
             if self.high_loss >= self.patience:
-                self._fail(step, f"the {self.what} ({loss:.4g}) stayed above {limit:.4g} "
+                self.fail(step, f"the {self.what} ({loss:.4g}) stayed above {limit:.4g} "
                                  f"(its start was {min(self.first_losses):.4g}) for {self.high_loss} steps")
         if grad_norm is None:
             return
@@ -103,7 +108,7 @@ class DivergenceGuard:
         elif glimit is not None:
             self.high_grad = self.high_grad + 1 if grad_norm > glimit else 0
             if self.high_grad >= self.patience:
-                self._fail(step, f"the gradient norm ({grad_norm:.4g}) stayed above {glimit:.4g} "
+                self.fail(step, f"the gradient norm ({grad_norm:.4g}) stayed above {glimit:.4g} "
                                  f"({self.grad_factor:g}x its start) for {self.high_grad} steps")
 
     def watch(self, params: Iterable[torch.Tensor]) -> None:
@@ -114,10 +119,10 @@ class DivergenceGuard:
         """After the optimizer step: the trainable weights are finite and have not exploded."""
         rms = float(params) if isinstance(params, (int, float)) else weight_rms(params)
         if not math.isfinite(rms):
-            self._fail(step, f"the trainable weights became non-finite (RMS {rms})")
+            self.fail(step, f"the trainable weights became non-finite (RMS {rms})")
         if self.weight_start is None:  # `watch` was not called: this step's weights are the start
             self.weight_start = rms
             return
         limit = self.weight_factor * max(self.weight_start, 1.0)
         if rms > limit:
-            self._fail(step, f"the trainable weights exploded (RMS {rms:.4g}, started at {self.weight_start:.4g})")
+            self.fail(step, f"the trainable weights exploded (RMS {rms:.4g}, started at {self.weight_start:.4g})")

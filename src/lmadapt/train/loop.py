@@ -132,6 +132,7 @@ def train(tm: TaskModel, examples: list[Example], cfg: TrainConfig, out_dir: Pat
     bar = tqdm(total=total_steps, initial=start, desc="train", unit="step",
                disable=not accelerator.is_main_process, dynamic_ncols=True)
     guard = divergence_guard(cfg, params)
+    guard.before_fail = bar.close
     model.train()
     began = time.perf_counter()
     for step in range(start, total_steps):

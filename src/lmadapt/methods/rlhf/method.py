@@ -121,7 +121,7 @@ class Rlhf:
         result = TrainResult()
         began = time.perf_counter()
         log = run_ppo_loop(policy, tokenizer, [train.prompt(t) for t in train.texts()], reward_fn, ppo,
-                           ctx.work_dir / "ppo_log.jsonl")
+                           ctx.work_dir / "ppo_log.jsonl", lr_key="rlhf_lr")
         result.seconds, result.steps = time.perf_counter() - began, len(log)  # curve: work_dir/ppo_log.jsonl
         return RlhfAdapted(policy, tokenizer, reward_fn, ppo, before), result
 

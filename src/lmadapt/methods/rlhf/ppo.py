@@ -28,6 +28,7 @@ from peft import PeftModel
 from lmadapt.decoding import GenerationConfig, ModelSource, decode_batch
 from lmadapt.decoding.engine import left_pad, pad_id_of
 from lmadapt.methods.rlhf.config import PPOConfig
+from lmadapt.train.guard import DivergenceGuard, fix_hint
 
 # ---- the math ------------------------------------------------------------------------------------
 
@@ -266,11 +267,27 @@ def minibatches(n: int, size: int, generator: torch.Generator) -> Iterator[torch
     yield from (order[i:i + size] for i in range(0, n, size))
 
 
+def ppo_guard(cfg: PPOConfig, params: list[torch.nn.Parameter] | None = None,
+              lr_key: str = "lr") -> DivergenceGuard:
+    """Divergence checks of PPO's updates (train/guard.py) on the policy loss, whose start is
+    about 0 (whitened advantages): the value loss is left out of the bar because it legitimately
+    grows with the rewards; it must stay finite, like the gradient and weight norms."""
+    guard = DivergenceGuard(fix_hint(cfg.lr, cfg.max_grad_norm, lr_key), what="policy loss", label="PPO")
+    if params is not None:
+        guard.watch(params)
+    return guard
+
+
 def ppo_update(policy: PolicyWithValue, optimizer: torch.optim.Optimizer, roll: Rollout, cfg: PPOConfig,
-               generator: torch.Generator) -> dict[str, float]:
-    """cfg.ppo_epochs passes of minibatch gradient steps on one scored rollout batch; mean stats."""
+               generator: torch.Generator, guard: DivergenceGuard | None = None,
+               step: int = 1) -> dict[str, float]:
+    """cfg.ppo_epochs passes of minibatch gradient steps on one scored rollout batch; mean stats.
+
+    `guard` (kept across PPO steps by the caller) stops a diverging run with one line naming the
+    PPO step; without one, each call checks its own updates."""
     policy.train()
     params = [p for p in policy.parameters() if p.requires_grad]
+    guard = guard if guard is not None else ppo_guard(cfg, params)
     totals: dict[str, float] = {"policy_loss": 0.0, "value_loss": 0.0, "entropy": 0.0, "clip_fraction": 0.0}
     count = 0
     for _ in range(cfg.ppo_epochs):
@@ -285,13 +302,14 @@ def ppo_update(policy: PolicyWithValue, optimizer: torch.optim.Optimizer, roll: 
             loss = pg_loss + cfg.value_coef * v_loss - cfg.entropy_coef * entropy
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            if cfg.max_grad_norm > 0:
-                torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+            # the pre-clipping norm; an infinite limit measures it without clipping when clipping is off
+            grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm if cfg.max_grad_norm > 0 else math.inf)
+            total = float(loss.detach())
+            if not math.isfinite(total):
+                guard.fail(step, f"the loss became {total}")
+            guard.update(step, float(pg_loss.detach()), float(grad_norm))
             optimizer.step()
-            if not math.isfinite(loss.item()):
-                from lmadapt.errors import LmadaptError
-
-                raise LmadaptError(f"PPO loss became {float(loss)}; lower lr or kl_coef")
+            guard.check_weights(step, params)
             for key, value in (("policy_loss", pg_loss), ("value_loss", v_loss), ("entropy", entropy),
                                ("clip_fraction", clip_fraction)):
                 totals[key] += float(value.detach())
@@ -301,12 +319,12 @@ def ppo_update(policy: PolicyWithValue, optimizer: torch.optim.Optimizer, roll: 
 
 def ppo_step(policy: PolicyWithValue, optimizer: torch.optim.Optimizer, tokenizer, prompts: list[str],
              reward_fn, kl: KLController, cfg: PPOConfig, step: int,
-             generator: torch.Generator) -> dict[str, float]:
+             generator: torch.Generator, guard: DivergenceGuard | None = None) -> dict[str, float]:
     """One PPO step: rollout → reward → advantages → updates → β update. Returns the step's log row."""
     roll = sample_rollout(policy, tokenizer, prompts, cfg, seed=cfg.seed * 1_000_003 + step)
     responses = decode_responses(tokenizer, roll)
     scores = torch.as_tensor(reward_fn(prompts, responses), dtype=torch.float32).reshape(-1)  # (B,)
     stats = score_rollout(policy, roll, scores, kl, cfg)
-    stats.update(ppo_update(policy, optimizer, roll, cfg, generator))
+    stats.update(ppo_update(policy, optimizer, roll, cfg, generator, guard, step + 1))
     kl.update(stats["kl"], len(prompts))
     return {"step": step + 1, **stats}

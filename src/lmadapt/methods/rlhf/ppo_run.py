@@ -39,6 +39,7 @@ from lmadapt.methods.rlhf.ppo import (
     PolicyWithValue,
     decode_responses,
     kl_penalty,
+    ppo_guard,
     ppo_step,
     sample_rollout,
     token_logps,
@@ -130,17 +131,22 @@ def _prompt_batches(prompts: list[str], cfg: PPOConfig) -> list[list[str]]:
 
 
 def run_ppo_loop(policy: PolicyWithValue, tokenizer, prompts: list[str], reward_fn: RewardFn, cfg: PPOConfig,
-                 log_path: Path | None = None, show_progress: bool = True) -> list[dict]:
-    """cfg.steps PPO steps; each step's stats go to the progress bar and (as JSONL) to log_path."""
+                 log_path: Path | None = None, show_progress: bool = True, lr_key: str = "lr") -> list[dict]:
+    """cfg.steps PPO steps; each step's stats go to the progress bar and (as JSONL) to log_path.
+
+    A diverging run (non-finite or exploding loss, gradient or weights) stops with one line that
+    names the PPO step and the setting `lr_key` to lower."""
     params = [p for p in policy.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr)
+    guard = ppo_guard(cfg, params, lr_key)
     kl = KLController(cfg.kl_coef, cfg.kl_target, cfg.kl_horizon)
     generator = torch.Generator().manual_seed(cfg.seed)
     log: list[dict] = []
     bar = tqdm(_prompt_batches(prompts, cfg), desc="ppo", unit="step", disable=not show_progress, dynamic_ncols=True)
+    guard.before_fail = bar.close
     for step, batch in enumerate(bar):
         began = time.perf_counter()
-        row = ppo_step(policy, optimizer, tokenizer, batch, reward_fn, kl, cfg, step, generator)
+        row = ppo_step(policy, optimizer, tokenizer, batch, reward_fn, kl, cfg, step, generator, guard)
         row["seconds"] = time.perf_counter() - began
         log.append(row)
         bar.set_postfix(reward=f"{row['reward']:.3f}", kl=f"{row['kl']:.3f}", ent=f"{row['entropy']:.2f}",
