@@ -7,7 +7,6 @@ case here fails `test_every_command_is_covered`.
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 import pytest
 import typer.main
