@@ -36,6 +36,9 @@ def test_rlhf_runs_through_tune_and_reloads(tiny_llama, prompts_task, tmp_path):
     assert (tmp_path / "run" / "artifact" / "adapter" / "adapter_config.json").exists()
     loaded, task, _ = load_run(tmp_path / "run")
     assert task.kind == "prompts"
+    with pytest.raises(LmadaptError, match="is Python code, which is never imported from a run folder"):
+        evaluate(loaded, evals)  # the run's own file.py:function reward is not imported on load
+    loaded.use_reward(reward)  # given explicitly (`lmadapt eval --reward`)
     again = evaluate(loaded, evals)
     assert again.scores["score"] == pytest.approx(record.score, abs=1e-5)
 

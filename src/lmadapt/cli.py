@@ -172,11 +172,19 @@ def eval_cmd(run_dir: Annotated[Path, typer.Argument(help="a tune output folder"
              input_field: InputField = "text", label_field: LabelField = "label",
              output_field: OutputField = "output", device: DeviceOpt = "",
              batch_size: Annotated[int, typer.Option(help="prediction batch size")] = 32,
-             as_json: Annotated[bool, typer.Option("--json", help="print the scores as JSON")] = False) -> None:
+             as_json: Annotated[bool, typer.Option("--json", help="print the scores as JSON")] = False,
+             reward: Annotated[str, typer.Option(help="rlhf runs: the reward to score with (a `lmadapt rlhf reward` "
+                                                     "folder, module:function or file.py:function); a run folder's "
+                                                     "own Python reward is never imported without it")] = "",
+             trust_remote_code: RemoteOpt = False) -> None:
     """Score a saved run on another data file (metric with bootstrap 95% CI)."""
     from lmadapt.run import evaluate, load_run
 
-    adapted, skeleton, manifest = load_run(run_dir, device or None)
+    adapted, skeleton, manifest = load_run(run_dir, device or None, trust_remote_code=trust_remote_code)
+    if reward:
+        if not hasattr(adapted, "use_reward"):
+            raise LmadaptError(f"--reward applies to rlhf runs only; {run_dir} is a {manifest['method']} run")
+        adapted.use_reward(reward)
     spec = DataSpec(input_field=input_field, label_field=label_field, output_field=output_field,
                     kind=skeleton.kind, labels=tuple(skeleton.labels), template=skeleton.template)
     task = load_task(_resolve_data(data), spec)
@@ -195,7 +203,8 @@ def predict(run_dir: Annotated[Path, typer.Argument(help="a tune output folder")
             data: Annotated[str | None, typer.Option(help="input file (.jsonl/.csv/.parquet) or pull name")] = None,
             text: Annotated[list[str] | None, typer.Option(help="an input text (repeatable)")] = None,
             input_field: InputField = "text", device: DeviceOpt = "",
-            batch_size: Annotated[int, typer.Option(help="prediction batch size")] = 32) -> None:
+            batch_size: Annotated[int, typer.Option(help="prediction batch size")] = 32,
+            trust_remote_code: RemoteOpt = False) -> None:
     """Predict labels (or generate outputs) for new inputs; prints one JSON line per input."""
     from lmadapt.data.loaders import read_rows
     from lmadapt.run import load_run
@@ -211,7 +220,7 @@ def predict(run_dir: Annotated[Path, typer.Argument(help="a tune output folder")
             texts.append(str(row[input_field]))
     else:
         texts = list(text or [])
-    adapted, _, _ = load_run(run_dir, device or None)
+    adapted, _, _ = load_run(run_dir, device or None, trust_remote_code=trust_remote_code)
     for item, prediction in zip(texts, adapted.predict(texts, batch_size), strict=True):
         print(json.dumps({"text": item, "prediction": prediction}, ensure_ascii=False))
 

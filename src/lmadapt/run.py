@@ -19,9 +19,21 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from lmadapt.data.task import Task, overlap_count
+from lmadapt.data.task import KINDS, Task, overlap_count
 from lmadapt.errors import LmadaptError, ResumeRefused
 from lmadapt.eval.metrics import score_predictions
+from lmadapt.manifest import (
+    MANIFEST_KEYS,
+    TaskMeta,
+    build,
+    check_fingerprint,
+    load_path,
+    model_fingerprint,
+    path_fields,
+    read_json_object,
+    section,
+    store_path,
+)
 from lmadapt.methods import get_method
 from lmadapt.methods.base import Adapted, RunContext
 from lmadapt.models.load import ModelSpec
@@ -59,8 +71,17 @@ def evaluate(adapted: Adapted, task: Task, batch_size: int = 32, seed: int = 0) 
     return Evaluation(predictions, scores, time.perf_counter() - began)
 
 
-def _manifest(method: str, method_cfg: Any, model: ModelSpec, train_cfg: TrainConfig, task: Task) -> dict:
-    return {"format": 1, "method": method, "method_config": asdict(method_cfg), "model": asdict(model),
+def _manifest(method: str, method_cfg: Any, model: ModelSpec, train_cfg: TrainConfig, task: Task,
+              run_dir: Path | None = None) -> dict:
+    """lmadapt.json: what to rebuild the adapted model from. Local model paths (and the method
+    config's path fields) are stored resolved (lmadapt.manifest.store_path), so the run folder
+    works from any directory; hub ids and pull names stay as given."""
+    method_dict = asdict(method_cfg)
+    for name in path_fields(type(method_cfg)):
+        method_dict[name] = store_path(method_dict[name], run_dir)
+    return {"format": 1, "method": method, "method_config": method_dict,
+            "model": {**asdict(model), "model": store_path(model.model, run_dir)},
+            "model_config": model_fingerprint(model.model, model.trust_remote_code),
             "train": asdict(train_cfg), "task": task.meta()}
 
 
@@ -198,23 +219,75 @@ def tune(method: str, model: ModelSpec, train_task: Task, eval_task: Task, metho
 
 
 def read_manifest(run_dir: Path) -> dict:
+    """run_dir's lmadapt.json as a dict; one line naming the file when it is missing or not a JSON
+    object with a method name (the sections are checked by load_run)."""
     path = Path(run_dir) / MANIFEST
-    if not path.exists():
+    if not path.is_file():
         raise LmadaptError(f"{run_dir} is not an lmadapt run folder (no {MANIFEST}); pass the --out of a tune run")
-    return json.loads(path.read_text())
+    manifest = read_json_object(path)
+    unknown = [k for k in manifest if k not in MANIFEST_KEYS]
+    if unknown:
+        raise LmadaptError(f"{path}: unknown key {unknown[0]!r}; known: {', '.join(MANIFEST_KEYS)}")
+    if manifest.get("format") != 1:
+        raise LmadaptError(f"{path}: format {manifest.get('format')!r} is not 1; "
+                           "it was written by another lmadapt version, or edited")
+    method = section(manifest, "method", path)
+    if not isinstance(method, str) or not method:
+        raise LmadaptError(f"{path}: method = {method!r} is not a method name")
+    if method.startswith("rlhf-"):
+        stage = method.removeprefix("rlhf-")
+        raise LmadaptError(f"{run_dir} holds an `lmadapt rlhf {stage}` run, not a tune run; "
+                           + ("use it as --reward of `lmadapt rlhf ppo`" if stage == "reward" else
+                              f"use `lmadapt generate BASE --anti-expert BASE --expert-adapter {run_dir}/artifact/adapter`"))
+    for key in ("method_config", "model", "train", "task"):
+        if not isinstance(section(manifest, key, path), dict):
+            raise LmadaptError(f"{path}: section {key!r} must be an object, found {type(manifest[key]).__name__}")
+    if not isinstance(manifest["model"].get("model"), str) or not manifest["model"]["model"]:
+        raise LmadaptError(f"{path}: model.model is missing or not a model reference")
+    return manifest
 
 
-def load_run(run_dir: Path, device: str | None = None) -> tuple[Adapted, Task, dict]:
-    """Rebuild the adapted model saved in run_dir; returns (adapted, task skeleton, manifest)."""
+def load_run(run_dir: Path, device: str | None = None, trust_remote_code: bool = False) -> tuple[Adapted, Task, dict]:
+    """Rebuild the adapted model saved in run_dir; returns (adapted, task skeleton, manifest).
+
+    A run folder is data: its manifest never turns on `trust_remote_code` (only the caller's
+    `trust_remote_code`, e.g. `--trust-remote-code`, does) and loading imports no code it names
+    (an rlhf run's Python reward is imported only when `lmadapt eval --reward` asks for it).
+    Relative paths in the manifest are looked up inside run_dir first."""
+    run_dir = Path(run_dir)
     manifest = read_manifest(run_dir)
-    impl = get_method(manifest["method"])
-    known = {f.name for f in dataclasses.fields(impl.config_class)}
-    method_cfg = impl.config_class(**{k: v for k, v in manifest["method_config"].items() if k in known})
-    model = ModelSpec(**manifest["model"])
-    if device:
-        model = dataclasses.replace(model, device=device)
-    train_cfg = TrainConfig(**manifest["train"])
-    meta = manifest["task"]
-    task = Task.skeleton(meta["name"], meta["kind"], meta["labels"], meta["template"], meta["label_prefix"])
-    ctx = RunContext(model=model, train=train_cfg, work_dir=Path(run_dir))
-    return impl.load(Path(run_dir) / "artifact", task, method_cfg, ctx), task, manifest
+    path = run_dir / MANIFEST
+    try:
+        impl = get_method(manifest["method"])
+    except LmadaptError as err:
+        raise LmadaptError(f"{path}: {err}") from None
+    method_cfg = build(impl.config_class, section(manifest, "method_config", path), "method_config", path)
+    for name in path_fields(impl.config_class):
+        method_cfg = dataclasses.replace(method_cfg, **{name: load_path(getattr(method_cfg, name), run_dir)})
+    model = build(ModelSpec, section(manifest, "model", path), "model", path, required=("model",))
+    model = dataclasses.replace(model, model=load_path(model.model, run_dir), trust_remote_code=trust_remote_code,
+                                device=device or model.device)
+    base_gone = Path(model.model).is_absolute() and not Path(model.model).exists()
+    if not base_gone:
+        check_fingerprint(manifest.get("model_config"), model.model, trust_remote_code, path)
+    train_cfg = build(TrainConfig, section(manifest, "train", path), "train", path)
+    meta = build(TaskMeta, section(manifest, "task", path), "task", path, required=("kind",))
+    if meta.kind not in KINDS:
+        raise LmadaptError(f"{path}: task.kind = {meta.kind!r} is not one of {', '.join(KINDS)}")
+    task = Task.skeleton(meta.name, meta.kind, list(meta.labels), meta.template, meta.label_prefix)
+    artifact = run_dir / "artifact"
+    if not artifact.is_dir():
+        raise LmadaptError(f"{run_dir} has no artifact/ folder; the run folder is incomplete")
+    ctx = RunContext(model=model, train=train_cfg, work_dir=run_dir)
+    try:
+        adapted = impl.load(artifact, task, method_cfg, ctx)
+    except LmadaptError:
+        if base_gone:  # the likely cause, named with the file to edit
+            raise LmadaptError(f"{path}: model {model.model} does not exist; put the base model back there, "
+                               "or edit model.model to where it is now") from None
+        raise
+    except (RuntimeError, ValueError, KeyError, IndexError, TypeError, OSError, AttributeError) as err:
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+        raise LmadaptError(f"{path}: the {manifest['method']} artifact in {artifact} does not load with model "
+                           f"{model.model!r} ({type(err).__name__}: {first}); is model the one it was trained on?") from None
+    return adapted, task, manifest

@@ -29,15 +29,16 @@ def _resolve(ref: str) -> str:
     return str(resolve_model(ref))
 
 
-def _load(ref: str, dtype: str, device: str) -> tuple[torch.nn.Module, Any]:
-    """Load a causal LM and its tokenizer by hub id, local folder or pull name."""
+def _load(ref: str, dtype: str, device: str, trust_remote_code: bool = False) -> tuple[torch.nn.Module, Any]:
+    """Load a causal LM and its tokenizer by hub id, local folder or pull name (code shipped
+    with a model runs only with `trust_remote_code`, i.e. --trust-remote-code)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     path = _resolve(ref)
     torch_dtype = "auto" if dtype == "auto" else _DTYPES[dtype]
     try:
-        tokenizer = AutoTokenizer.from_pretrained(path)
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype)
+        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as err:
         first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise LmadaptError(
@@ -79,6 +80,7 @@ def _build_source(
     alpha: float,
     dtype: str,
     device: str,
+    trust_remote_code: bool = False,
 ) -> torch.nn.Module | LogitSource:
     """The base model alone, or a proxy source from (expert, anti-expert) or (adapter, anti-expert)."""
     if expert is None and anti_expert is None and expert_adapter is None:
@@ -87,7 +89,7 @@ def _build_source(
         raise LmadaptError(
             "proxy-tuning needs --anti-expert plus exactly one of --expert or --expert-adapter"
         )
-    small, small_tokenizer = _load(anti_expert, dtype, device)
+    small, small_tokenizer = _load(anti_expert, dtype, device, trust_remote_code)
     check_tokenizers_match(tokenizer, small_tokenizer, "anti-expert")
     if expert_adapter is not None:
         from peft import PeftModel
@@ -98,7 +100,7 @@ def _build_source(
             )
         lora_model = PeftModel.from_pretrained(small, str(expert_adapter)).eval()
         return SharedLoraProxySource(base, lora_model, alpha, vocab_size=len(tokenizer))
-    expert_model, expert_tokenizer = _load(expert, dtype, device)
+    expert_model, expert_tokenizer = _load(expert, dtype, device, trust_remote_code)
     check_tokenizers_match(tokenizer, expert_tokenizer, "expert")
     return ProxySource(base, expert_model, small, alpha, vocab_size=len(tokenizer))
 
@@ -150,6 +152,13 @@ def generate_cmd(
         bool,
         typer.Option(help='Print one JSON line {"prompt", "output"} per prompt instead of text.'),
     ] = False,
+    trust_remote_code: Annotated[
+        bool,
+        typer.Option(
+            "--trust-remote-code",
+            help="Allow code shipped with the models (only if you trust them; never taken from a folder).",
+        ),
+    ] = False,
 ) -> None:
     """Generate a continuation for each prompt, optionally proxy-tuned (Liu et al., 2024)."""
     try:
@@ -167,9 +176,10 @@ def generate_cmd(
             seed=seed,
         )
         texts_in = _read_prompts(prompt, prompts)
-        base, tokenizer = _load(model, dtype, device)
+        base, tokenizer = _load(model, dtype, device, trust_remote_code)
         source = _build_source(
-            base, tokenizer, expert, anti_expert, expert_adapter, alpha, dtype, device
+            base, tokenizer, expert, anti_expert, expert_adapter, alpha, dtype, device,
+            trust_remote_code,
         )
         outputs = generate(source, tokenizer, texts_in, cfg, batch_size=batch_size)
     except LmadaptError as err:

@@ -9,7 +9,7 @@ class ICLConfig:
 
     shots: int = field(default=4, metadata={"help": "demonstrations per prompt (k)"})
     selection: str = field(default="random", metadata={"help": "random (one fixed seeded set) | nearest (most similar training examples per input)"})
-    embedder: str = field(default="", metadata={"help": "model used to embed for selection=nearest (empty = the LM's own last-token states)"})
+    embedder: str = field(default="", metadata={"path": True, "help": "model used to embed for selection=nearest (empty = the LM's own last-token states)"})
     max_prompt_tokens: int = field(default=1024, metadata={"help": "token budget for demonstrations + input (capped by the context window)"})
     pool_size: int = field(default=2000, metadata={"help": "training examples kept as the demonstration pool"})
 

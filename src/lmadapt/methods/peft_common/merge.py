@@ -24,7 +24,7 @@ WHY_NOT = {
 }
 
 
-def merge_run(run_dir: Path, out: Path, overwrite: bool = False) -> Path:
+def merge_run(run_dir: Path, out: Path, overwrite: bool = False, trust_remote_code: bool = False) -> Path:
     """Write run_dir's base model with its adapter merged in, as an HF model folder at out."""
     from lmadapt.run import load_run, read_manifest
 
@@ -34,7 +34,7 @@ def merge_run(run_dir: Path, out: Path, overwrite: bool = False) -> Path:
     if method not in MERGEABLE:
         reason = WHY_NOT.get(method, "it has no adapter weights")
         raise LmadaptError(f"cannot merge a {method!r} run: {reason}; only {', '.join(MERGEABLE)} runs merge")
-    adapted, _, _ = load_run(Path(run_dir), device="cpu")
+    adapted, _, _ = load_run(Path(run_dir), device="cpu", trust_remote_code=trust_remote_code)
     model = adapted.tm.model
     if not isinstance(model, PeftModel):
         raise LmadaptError(f"{run_dir}: the loaded {method} model is not a PEFT model")

@@ -13,7 +13,7 @@ class ProxyConfig:
     and the expert M+ is M- tuned on the task with the shared training loop (TrainConfig).
     """
 
-    proxy_small: str = field(default="", metadata={
+    proxy_small: str = field(default="", metadata={"path": True,
         "help": "small model sharing the base's tokenizer: the anti-expert, tuned into the expert "
                 "(empty = the run's model itself, i.e. base + alpha*(tuned - base))"})
     proxy_alpha: float = field(default=1.0, metadata={

@@ -15,6 +15,7 @@ from transformers import PreTrainedTokenizerBase
 
 from lmadapt.errors import LmadaptError
 from lmadapt.eval.metrics import bootstrap_mean_ci
+from lmadapt.manifest import read_json_object, store_path
 from lmadapt.methods.peft_common.targets import qv_targets
 from lmadapt.models.load import count_params
 from lmadapt.report.record import RunRecord, RunStore, hardware, versions
@@ -44,7 +45,14 @@ def save_backbone(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, ar
 
 
 def write_manifest(work: Path, method: str, **fields: Any) -> None:
-    """lmadapt.json: what to rebuild the stage's model from."""
+    """lmadapt.json: what to rebuild the stage's model from. Local model paths (`model.model`,
+    `base`) and a reward given as a folder or `file.py:function` are stored resolved
+    (lmadapt.manifest.store_path), so the run folder works from any directory."""
+    if isinstance(fields.get("model"), dict):
+        fields["model"] = {**fields["model"], "model": store_path(fields["model"].get("model", ""))}
+    for key in ("base", "reward"):
+        if isinstance(fields.get(key), str):
+            fields[key] = store_path(fields[key])
     data = {"format": 1, "method": method, **fields}
     atomic_write_text(work / MANIFEST, json.dumps(data, indent=2, default=str))
 
@@ -54,7 +62,7 @@ def read_manifest(run_dir: Path, method: str) -> dict:
     if not path.exists():
         raise LmadaptError(f"{run_dir} is not an lmadapt run folder (no {MANIFEST}); pass the --out of "
                            f"`lmadapt rlhf {method.removeprefix('rlhf-')}`")
-    data = json.loads(path.read_text())
+    data = read_json_object(path)
     if data.get("method") != method:
         raise LmadaptError(f"{run_dir} holds a {data.get('method')!r} run, not {method!r}")
     return data

@@ -34,7 +34,7 @@ from lmadapt.train.loop import TrainResult
 class RlhfMethodConfig:
     """PPO settings for `rlhf` in tune/compare (the full set is on `lmadapt rlhf ppo`)."""
 
-    rlhf_reward: str = field(default="", metadata={"help": "reward: a `lmadapt rlhf reward` run folder, module:function or file.py:function"})
+    rlhf_reward: str = field(default="", metadata={"path": True, "help": "reward: a `lmadapt rlhf reward` run folder, module:function or file.py:function"})
     rlhf_steps: int = field(default=20, metadata={"help": "PPO steps (one rollout batch + its updates each)"})
     rlhf_rollout_batch: int = field(default=8, metadata={"help": "prompts sampled per PPO step"})
     rlhf_kl_coef: float = field(default=0.1, metadata={"help": "KL penalty β"})
@@ -50,14 +50,37 @@ class RlhfMethodConfig:
 
 @dataclass
 class RlhfAdapted:
-    """A PPO-tuned policy; quality is the reward of its sampled continuations."""
+    """A PPO-tuned policy; quality is the reward of its sampled continuations.
+
+    A policy loaded from a run folder holds only the reward's reference (`reward_ref`); the reward
+    is loaded when a score is asked for, and a Python reward (`file.py:function`,
+    `module:function`) named by a run folder is never imported: `use_reward` (`lmadapt eval
+    --reward`) supplies it explicitly."""
 
     policy: PolicyWithValue
     tokenizer: object
-    reward_fn: object
+    reward_fn: object | None
     cfg: PPOConfig
     before: dict | None = None
     last_kl: float = 0.0
+    reward_ref: str = ""
+    device: str = "auto"
+    trust_remote_code: bool = False
+
+    def use_reward(self, ref: str) -> None:
+        """Score with `ref` (a reward-model run folder or module:function / file.py:function)."""
+        self.reward_fn = load_reward_fn(ref, self.device, self.trust_remote_code)
+
+    def reward(self):
+        """The reward function; a run folder's reward model is loaded on first use."""
+        if self.reward_fn is None:
+            if not self.reward_ref:
+                raise LmadaptError("this rlhf run names no reward; pass --reward RUN_DIR or module:function")
+            if not Path(self.reward_ref).is_dir():
+                raise LmadaptError(f"this run's reward {self.reward_ref!r} is Python code, which is never imported "
+                                   f"from a run folder; pass --reward {self.reward_ref} to run it")
+            self.use_reward(self.reward_ref)
+        return self.reward_fn
 
     @property
     def trainable_params(self) -> int:
@@ -69,7 +92,7 @@ class RlhfAdapted:
 
     def evaluate(self, task: Task, seed: int = 0) -> tuple[list[str], dict]:
         prompts = [task.prompt(t) for t in task.texts()]
-        result = evaluate_policy(self.policy, self.tokenizer, prompts, self.reward_fn, replace(self.cfg, eval_samples=1))
+        result = evaluate_policy(self.policy, self.tokenizer, prompts, self.reward(), replace(self.cfg, eval_samples=1))
         rewards = result["rewards"]
         self.last_kl = float(np.mean(result["kl"])) if len(result["kl"]) else 0.0
         low, high = bootstrap_mean_ci(rewards, seed=seed)
@@ -135,11 +158,13 @@ class Rlhf:
         ref = resolve_model_ref(ctx.model.model)
         adapter = artifact_dir / "adapter"
         lm = AutoModelForCausalLM.from_pretrained(ref if adapter.is_dir() else str(artifact_dir / "model"),
-                                                  dtype=ctx.model.torch_dtype)
+                                                  dtype=ctx.model.torch_dtype,
+                                                  trust_remote_code=ctx.model.trust_remote_code)
         if adapter.is_dir():
             lm = PeftModel.from_pretrained(lm, str(adapter))
         tokenizer = load_tokenizer(ref, "causal", ctx.model.trust_remote_code)
         policy = PolicyWithValue(lm, len(tokenizer)).to(ctx.model.torch_device())
         policy.value_head.load_state_dict(load_file(str(artifact_dir / "value_head.safetensors")))
-        reward_fn = load_reward_fn(cfg.rlhf_reward, ctx.model.device)
-        return RlhfAdapted(policy.eval(), tokenizer, reward_fn, ppo)
+        # the reward is not loaded here: predicting needs none, and a run folder never imports code
+        return RlhfAdapted(policy.eval(), tokenizer, None, ppo, reward_ref=cfg.rlhf_reward,
+                           device=ctx.model.device, trust_remote_code=ctx.model.trust_remote_code)

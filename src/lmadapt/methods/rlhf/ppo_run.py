@@ -55,15 +55,16 @@ METHOD = "rlhf-ppo"
 RewardFn = Callable[[list[str], list[str]], "torch.Tensor | list[float]"]
 
 
-def load_reward_fn(ref: str | Callable, device: str = "auto") -> RewardFn:
-    """A reward: a callable as is, a reward-model run folder, or 'module:function' / 'file.py:function'."""
+def load_reward_fn(ref: str | Callable, device: str = "auto", trust_remote_code: bool = False) -> RewardFn:
+    """A reward: a callable as is, a reward-model run folder, or 'module:function' / 'file.py:function'
+    (imported: only for a reference the user gave, never for one read from a run folder)."""
     if callable(ref):
         return ref
     path = Path(ref)
     if path.is_dir():
         from lmadapt.methods.rlhf.reward import load_reward_model
 
-        return load_reward_model(path, device)
+        return load_reward_model(path, device, trust_remote_code=trust_remote_code)
     target, sep, name = str(ref).rpartition(":")
     if not sep or not target or not name:
         raise LmadaptError(f"--reward {ref!r} is neither a reward-model folder nor 'module:function'")

@@ -25,7 +25,10 @@ import torch.nn.functional as F
 from peft import PeftModel, TaskType
 from transformers import AutoModelForSequenceClassification, PreTrainedTokenizerBase
 
+from lmadapt.errors import LmadaptError
+from lmadapt.manifest import build, load_path, section
 from lmadapt.methods.rlhf.common import (
+    MANIFEST,
     add_lora,
     make_record,
     read_manifest,
@@ -156,15 +159,29 @@ def train_reward_model(spec: ModelSpec, train_pairs: list[PreferencePair], eval_
     return record
 
 
-def load_reward_model(run_dir: str | Path, device: str = "auto", batch_size: int = 32) -> RewardScorer:
-    """The reward model saved by `train_reward_model` (or `lmadapt rlhf reward`) as a scorer."""
+def load_reward_model(run_dir: str | Path, device: str = "auto", batch_size: int = 32,
+                      trust_remote_code: bool = False) -> RewardScorer:
+    """The reward model saved by `train_reward_model` (or `lmadapt rlhf reward`) as a scorer.
+
+    The run folder's manifest never turns on `trust_remote_code`; only the caller's flag does."""
     run_dir = Path(run_dir)
     manifest = read_manifest(run_dir, METHOD)
-    spec = replace(ModelSpec(**manifest["model"]), device=device)
-    folder = run_dir / "artifact" / manifest["artifact"]
-    if manifest["artifact"] == "adapter":
-        model, tokenizer, _ = load_reward_backbone(manifest["base"], spec)
+    path = run_dir / MANIFEST
+    spec = build(ModelSpec, section(manifest, "model", path), "model", path, required=("model",))
+    spec = replace(spec, device=device, trust_remote_code=trust_remote_code)
+    artifact = section(manifest, "artifact", path)
+    if artifact not in ("adapter", "model"):
+        raise LmadaptError(f"{path}: artifact = {artifact!r} is not 'adapter' or 'model'")
+    folder = run_dir / "artifact" / artifact
+    if artifact == "adapter":
+        base = section(manifest, "base", path)
+        if not isinstance(base, str) or not base:
+            raise LmadaptError(f"{path}: base = {base!r} is not a model reference")
+        model, tokenizer, _ = load_reward_backbone(load_path(base, run_dir), spec)
         model = PeftModel.from_pretrained(model, str(folder), is_trainable=False)
     else:
         model, tokenizer, _ = load_reward_backbone(str(folder), spec)
-    return RewardScorer(model, tokenizer, int(manifest.get("max_length", 256)), batch_size)
+    max_length = manifest.get("max_length", 256)
+    if not isinstance(max_length, int) or isinstance(max_length, bool) or max_length < 1:
+        raise LmadaptError(f"{path}: max_length = {max_length!r} is not a positive integer")
+    return RewardScorer(model, tokenizer, max_length, batch_size)
