@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import math
 import re
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-from lmadapt.cli import main
 from lmadapt.errors import LmadaptError
 from lmadapt.train.guard import DivergenceGuard, fix_hint, weight_rms
 from tiny import POSITIVE, toy_rows, write_jsonl
@@ -18,15 +16,9 @@ from tiny import POSITIVE, toy_rows, write_jsonl
 PROGRESS = re.compile(r"\d+/\d+ \[|it/s|step/s")  # tqdm bars share stderr with the error line
 
 
-def _main(capsys, monkeypatch, args: list[str]) -> tuple[int, list[str]]:
-    """Run the console entry point in-process; (exit code, stderr lines that are not progress bars)."""
-    monkeypatch.setattr(sys, "argv", ["lmadapt", *args])
-    code = 0
-    try:
-        main()
-    except SystemExit as exit_:
-        code = exit_.code if isinstance(exit_.code, int) else 1
-    err = capsys.readouterr().err
+def _cli(run_cli, args: list[str]) -> tuple[int, list[str]]:
+    """(exit code, stderr lines that are not progress bars) of an in-process `lmadapt` run."""
+    code, err = run_cli(args)
     assert "Traceback" not in err, err
     return code, [line for line in err.splitlines() if line.strip() and not PROGRESS.search(line)]
 
@@ -126,17 +118,17 @@ def test_fix_hint_names_the_settings():
     ("head", ["lr=1e3", "max_grad_norm=0"], "turn gradient clipping on (max_grad_norm=1.0)"),
     ("full", ["lr=1e3"], "lower lr (now 1000)"),  # the loss sits at chance; the weights explode
 ])
-def test_tune_diverging_run_is_an_error(method, settings, fix, tiny_bert, toy_data, tmp_path, monkeypatch, capsys):
+def test_tune_diverging_run_is_an_error(method, settings, fix, tiny_bert, toy_data, tmp_path, run_cli):
     out = tmp_path / "run"
-    code, lines = _main(capsys, monkeypatch, [
+    code, lines = _cli(run_cli, [
         "tune", "--method", method, "--model", str(tiny_bert), "--train", str(toy_data[0]),
         "--eval", str(toy_data[1]), "--out", str(out), "--device", "cpu", "epochs=1", "batch_size=8", *settings])
     _assert_diverged(code, lines, out, fix)
 
 
-def test_tune_normal_run_still_succeeds(tiny_bert, toy_data, tmp_path, monkeypatch, capsys):
+def test_tune_normal_run_still_succeeds(tiny_bert, toy_data, tmp_path, run_cli):
     out = tmp_path / "run"
-    code, lines = _main(capsys, monkeypatch, [
+    code, lines = _cli(run_cli, [
         "tune", "--method", "head", "--model", str(tiny_bert), "--train", str(toy_data[0]),
         "--eval", str(toy_data[1]), "--out", str(out), "--device", "cpu", "epochs=2", "batch_size=8", "lr=1e-2"])
     assert code == 0 and (out / "record.json").exists(), lines
@@ -147,13 +139,13 @@ def test_tune_normal_run_still_succeeds(tiny_bert, toy_data, tmp_path, monkeypat
     (["lr=1e30"], "lower lr (now 1e+30)"),
     (["lr=1e3", "max_grad_norm=0"], "turn gradient clipping on (max_grad_norm=1.0)"),
 ])
-def test_ppo_diverging_run_is_an_error(settings, fix, tiny_llama, tmp_path, monkeypatch, capsys):
+def test_ppo_diverging_run_is_an_error(settings, fix, tiny_llama, tmp_path, run_cli):
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("the movie was\na film is\nthe plot\nacting and story\n")
     reward = tmp_path / "rule.py"
     reward.write_text("def reward(prompts, responses):\n    return [float(r.split().count('good')) for r in responses]\n")
     out = tmp_path / "ppo"
-    code, lines = _main(capsys, monkeypatch, [
+    code, lines = _cli(run_cli, [
         "rlhf", "ppo", "--model", str(tiny_llama), "--prompts", str(prompts), "--reward", f"{reward}:reward",
         "--out", str(out), "--device", "cpu", "--quiet", "steps=3", "rollout_batch=4", "minibatch=2",
         "max_new_tokens=4", *settings])
@@ -161,13 +153,13 @@ def test_ppo_diverging_run_is_an_error(settings, fix, tiny_llama, tmp_path, monk
     assert lines[0].startswith("error: PPO diverged at step")
 
 
-def test_dpo_diverging_run_is_an_error(tiny_llama, tmp_path, monkeypatch, capsys):
+def test_dpo_diverging_run_is_an_error(tiny_llama, tmp_path, run_cli):
     rows = [{"prompt": "the movie", "chosen": r["text"],
              "rejected": " ".join("bad" if w in POSITIVE else w for w in r["text"].split())}
             for r in toy_rows(32, seed=3) if r["label"] == "positive"]
     train = write_jsonl(tmp_path / "pairs.jsonl", rows)
     out = tmp_path / "dpo"
-    code, lines = _main(capsys, monkeypatch, [
+    code, lines = _cli(run_cli, [
         "rlhf", "dpo", "--model", str(tiny_llama), "--train", str(train), "--out", str(out), "--device", "cpu",
         "epochs=1", "batch_size=4", "lr=1e3"])
     _assert_diverged(code, lines, out, "lower lr (now 1000)")

@@ -6,12 +6,10 @@ case here fails `test_every_command_is_covered`.
 
 from __future__ import annotations
 
-import sys
-
 import pytest
 import typer.main
 
-from lmadapt.cli import app, main
+from lmadapt.cli import app
 
 
 def _leaf_commands(command, path: tuple[str, ...] = ()) -> list[str]:
@@ -54,29 +52,18 @@ BAD = {
 }
 
 
-def _main(capsys, monkeypatch, args: list[str]) -> tuple[int, str]:
-    """Run the console entry point in-process; returns (exit code, stderr)."""
-    monkeypatch.setattr(sys, "argv", ["lmadapt", *args])
-    code = 0
-    try:
-        main()
-    except SystemExit as exit_:
-        code = exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
-    return code, capsys.readouterr().err
-
-
 def test_every_command_is_covered():
     assert len(COMMANDS) >= 20, COMMANDS
     assert sorted(COMMANDS) == sorted(BAD), "add a bad-argument case to BAD for each new command"
 
 
 @pytest.mark.parametrize("command", sorted(BAD))
-def test_bad_argument_exits_non_zero_with_one_line(command, tmp_path, monkeypatch, capsys):
+def test_bad_argument_exits_non_zero_with_one_line(command, tmp_path, monkeypatch, run_cli):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("LMADAPT_HOME", str(tmp_path / "home"))
     monkeypatch.chdir(tmp_path)
     args, message = BAD[command]
-    code, err = _main(capsys, monkeypatch, [*command.split(), *(a.format(tmp=tmp_path) for a in args)])
+    code, err = run_cli([*command.split(), *(a.format(tmp=tmp_path) for a in args)])
     lines = [line for line in err.splitlines() if line.strip()]
     assert code != 0, (command, err)
     assert len(lines) == 1 and "Traceback" not in err, (command, err)
