@@ -114,3 +114,14 @@ def test_method_model_kind_mismatch_and_one_class(tiny_bert, tiny_llama, tmp_pat
         code, err = run_cli([*args, "--out", str(out)])
         assert code == 2 and message in err, (args, err[-1500:])
         assert not out.exists() and not list(Path(tmp_path).glob(".out*"))
+
+
+def test_data_warnings_are_one_line(run_cli, tiny_llama, tmp_path):
+    rows = [{"text": f"text {i % 6}", "label": "positive" if i % 2 else "negative"} for i in range(12)]
+    data = tmp_path / "dup.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    code, err = run_cli(["tune", "--method", "zero-shot", "--model", tiny_llama, "--train", data,
+                         "--out", tmp_path / "out"])
+    assert code == 0, err
+    warnings = [line for line in err.splitlines() if "repeat an earlier row" in line]
+    assert warnings == [f"warning: {data}: 6 of 12 rows repeat an earlier row's text (duplicates weigh more in training)"]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib
 import json
 import sys
+import warnings
 from pathlib import Path
 from typing import Annotated
 
@@ -272,6 +273,7 @@ def main() -> None:
     In non-standalone mode click *returns* the code of a `typer.Exit(code)` raised by a command
     (e.g. `pull`, `index`, `generate` after printing their own one-line error) instead of
     exiting with it, so the return value is the process's exit status."""
+    warnings.showwarning = _show_warning
     try:
         code = app(standalone_mode=False)
     except LmadaptError as err:
@@ -295,6 +297,19 @@ def main() -> None:
         raise
     if isinstance(code, int) and code != 0:
         sys.exit(code)
+
+
+_default_showwarning = warnings.showwarning
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """lmadapt's own warnings (duplicate texts, skipped documents) as one `warning: ...` line;
+    other libraries' warnings as Python prints them."""
+    if category.__module__.startswith("lmadapt"):
+        flat = " ".join(str(message).split())
+        err_console.print(f"[yellow]warning:[/yellow] {escape(flat)}", highlight=False, soft_wrap=True)
+    else:
+        _default_showwarning(message, category, filename, lineno, file, line)
 
 
 def _print_error(message: str) -> None:
