@@ -83,3 +83,54 @@ def test_icl_cached_path_equals_full_prompt_scoring(tiny_llama, toy_data):
     full = classify_by_likelihood(tm.model, tm.tokenizer, [tm.prompt(t) for t in texts], train.labels,
                                   train.label_prefix, tm.max_length)
     torch.testing.assert_close(tm.label_scores(texts), full, rtol=1e-4, atol=1e-4)
+
+
+def test_one_scoring_path_same_scores_for_plain_proxy_and_policy(tiny_llama, tmp_path):
+    """`continuation_logprobs` scores a continuation the same through a plain model, a ProxySource
+    whose expert equals its anti-expert (Eq. 1 adds exactly 0) and a LoRA policy in train mode
+    with DPO's (B, T) loss mask (LoRA B = 0: the policy is the base); all equal the hand
+    computation, its thin callers agree, and gradients reach the policy."""
+    import copy
+
+    from peft import LoraConfig, get_peft_model
+
+    from lmadapt.decoding import ProxySource, sequence_logprobs
+    from lmadapt.decoding.engine import left_pad
+    from lmadapt.decoding.scoring import continuation_logprobs, tail_mask
+    from lmadapt.methods.rlhf.common import sequence_logps
+    from lmadapt.models.scoring import encode_pair
+    from tiny import make_llama
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama).eval()
+    small = AutoModelForCausalLM.from_pretrained(make_llama(tmp_path / "small", seed=1)).eval()
+    tokenizer = AutoTokenizer.from_pretrained(tiny_llama)
+    prompts = ["the movie was good\nAnswer:", "a dull plot\nAnswer:", "the acting is very quite lovely\nAnswer:"]
+    conts = [" positive", " negative neutral", " yes no yes"]
+    rows = [encode_pair(tokenizer, p, c, 64) for p, c in zip(prompts, conts, strict=True)]
+    ids, mask = left_pad([r for r, _ in rows], tokenizer.pad_token_id)
+    n_cont = [n for _, n in rows]
+    score_mask = tail_mask(ids.shape[1], n_cont)
+    loss_mask = torch.zeros_like(ids)  # DPO's layout: 1 on the response tokens
+    for row, n in enumerate(n_cont):
+        loss_mask[row, -n:] = 1
+    assert torch.equal(score_mask, loss_mask.bool())
+
+    with torch.no_grad():
+        plain = continuation_logprobs(model, ids, mask, score_mask)
+        proxy_source = ProxySource(model, small, small, alpha=1.0, vocab_size=len(tokenizer))
+        proxy = continuation_logprobs(proxy_source, ids, mask, score_mask)
+    policy = get_peft_model(copy.deepcopy(model), LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"]))
+    policy.train()
+    with_grad = sequence_logps(policy, ids, mask, loss_mask)
+
+    expected = torch.tensor([_hand_logprob(model, tokenizer, p, c)[0] for p, c in zip(prompts, conts, strict=True)])
+    torch.testing.assert_close(plain, expected, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(proxy, plain, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(with_grad.detach(), plain, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(sequence_logprobs(proxy_source, tokenizer, prompts, conts)[0], plain,
+                               rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(score_continuations(model, tokenizer, prompts, conts, max_length=64), plain,
+                               rtol=1e-5, atol=1e-5)
+    with_grad.sum().backward()
+    lora_b = [p.grad for name, p in policy.named_parameters() if "lora_B" in name]
+    assert lora_b and all(g is not None and g.abs().sum() > 0 for g in lora_b)

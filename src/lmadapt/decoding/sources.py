@@ -74,6 +74,11 @@ def _cache_kwarg(forward) -> str:
     return "cache" if "cache" in inspect.signature(forward).parameters else "past_key_values"
 
 
+def cache_kwarg(model: torch.nn.Module) -> str:
+    """The cache kwarg (and output field) of `model`'s forward, peft wrapper or not."""
+    return _cache_kwarg(_unwrap(model).forward)
+
+
 def _eos_ids(model: torch.nn.Module) -> list[int]:
     """EOS ids from the model's generation config (int, list or None)."""
     gen_config = getattr(model, "generation_config", None)

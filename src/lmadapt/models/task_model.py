@@ -22,6 +22,8 @@ from transformers import (
 )
 
 from lmadapt.data.task import Example, Task
+from lmadapt.decoding.engine import left_pad, position_ids_for
+from lmadapt.decoding.scoring import token_logprobs
 from lmadapt.errors import LmadaptError
 from lmadapt.models.load import (
     ModelSpec,
@@ -33,8 +35,6 @@ from lmadapt.models.load import (
 from lmadapt.models.scoring import (
     classify_by_likelihood,
     encode_pair,
-    pad_left,
-    position_ids_from_mask,
     score_single_tokens_after_prefix,
     single_token_labels,
 )
@@ -81,12 +81,12 @@ class TaskModel:
             return {**dict(enc), "labels": labels}
         pairs = [encode_pair(self.tokenizer, self.prompt(ex.text), self.target_text(ex), self.max_length)
                  for ex in examples]
-        ids, mask = pad_left([p for p, _ in pairs], self.tokenizer.pad_token_id)
+        ids, mask = left_pad([p for p, _ in pairs], self.tokenizer.pad_token_id)
         labels = torch.full_like(ids, -100)
         for row, (_, n_target) in enumerate(pairs):
             labels[row, -n_target:] = ids[row, -n_target:]
         return {"input_ids": ids, "attention_mask": mask,
-                "position_ids": position_ids_from_mask(mask), "labels": labels}
+                "position_ids": position_ids_for(mask), "labels": labels}
 
     def loss(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Mean loss of one batch; `model` may be the DDP-wrapped twin of self.model."""
@@ -149,8 +149,7 @@ class TaskModel:
             tgt = self.tokenizer(list(self.task.labels), padding=True, return_tensors="pt").to(self.device)
             labels = tgt["input_ids"].masked_fill(tgt["attention_mask"] == 0, -100)
             logits = self.model(**enc, labels=labels).logits  # (L, T, V)
-            lp = torch.log_softmax(logits.float(), dim=-1)
-            tok = lp.gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1) * (labels != -100)
+            tok = token_logprobs(logits, labels.clamp(min=0)[..., None]).squeeze(-1) * (labels != -100)
             total = tok.sum(1)
             if self.normalize_scores:
                 total = total / (labels != -100).sum(1)

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import torch
 
 from lmadapt.data.rationale import RationaleExample
-from lmadapt.models.scoring import pad_left, position_ids_from_mask
+from lmadapt.decoding.engine import left_pad, position_ids_for
 from lmadapt.models.task_model import TaskModel
 
 LABEL, RATIONALE = "label", "rationale"
@@ -76,11 +76,11 @@ class DistillLoss:
             prompt_ids = tok(prompt)["input_ids"][-(limit - len(target_ids)):]
             rows.append(prompt_ids + target_ids)
             n_target.append(len(target_ids))
-        ids, mask = pad_left(rows, tok.pad_token_id)
+        ids, mask = left_pad(rows, tok.pad_token_id)
         labels = torch.full_like(ids, -100)
         for row, count in enumerate(n_target):
             labels[row, -count:] = ids[row, -count:]
-        return {"input_ids": ids, "attention_mask": mask, "position_ids": position_ids_from_mask(mask),
+        return {"input_ids": ids, "attention_mask": mask, "position_ids": position_ids_for(mask),
                 "labels": labels}
 
     def _seq2seq(self, prompts: list[str], targets: list[str], max_target: int) -> dict[str, torch.Tensor]:

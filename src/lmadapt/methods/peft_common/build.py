@@ -30,6 +30,7 @@ import torch
 from peft import PeftConfig, PeftModel, TaskType, get_peft_model
 
 from lmadapt.data.task import Task
+from lmadapt.decoding.engine import position_ids_for
 from lmadapt.errors import LmadaptError
 from lmadapt.methods.base import (
     RunContext,
@@ -38,7 +39,6 @@ from lmadapt.methods.base import (
     task_model_for,
     train_task_model,
 )
-from lmadapt.models.scoring import position_ids_from_mask
 from lmadapt.models.task_model import TaskModel
 from lmadapt.train.loop import TrainResult
 from lmadapt.utils import seed_everything
@@ -61,7 +61,7 @@ def _positions_from_mask(module: torch.nn.Module, args: tuple, kwargs: dict) -> 
         embeds = kwargs.get("inputs_embeds")
         ids = kwargs.get("input_ids")
         width = embeds.shape[1] if embeds is not None else ids.shape[1]
-        kwargs["position_ids"] = position_ids_from_mask(mask)[:, -width:]  # (B, T)
+        kwargs["position_ids"] = position_ids_for(mask)[:, -width:]  # (B, T)
     return args, kwargs
 
 

@@ -31,6 +31,7 @@ from lmadapt.decoding import (
     sequence_logprobs,
 )
 from lmadapt.decoding.engine import left_pad, pad_id_of, position_ids_for
+from lmadapt.decoding.scoring import next_token_logprobs
 from lmadapt.errors import LmadaptError
 from lmadapt.eval.metrics import score_predictions
 from lmadapt.methods.base import RunContext, task_model_for
@@ -78,7 +79,7 @@ def next_token_scores(source: LogitSource, tokenizer, prompts: list[str], token_
         batch = order[start:start + batch_size]
         ids, mask = left_pad([encoded[i] for i in batch], pad_id_of(tokenizer))  # (B, T) each
         for name, logits in step_parts(source, ids, mask).items():
-            scores[name][batch] = torch.log_softmax(logits.float(), dim=-1)[:, token_ids].cpu()
+            scores[name][batch] = next_token_logprobs(logits, token_ids).cpu()
     return scores
 
 

@@ -13,6 +13,7 @@ import torch
 from peft import LoraConfig, PeftModel, TaskType, get_peft_model
 from transformers import PreTrainedTokenizerBase
 
+from lmadapt.decoding.scoring import continuation_logprobs
 from lmadapt.errors import LmadaptError
 from lmadapt.eval.metrics import bootstrap_mean_ci
 from lmadapt.manifest import read_json_object, store_path
@@ -102,9 +103,7 @@ def sequence_logps(model: torch.nn.Module, input_ids: torch.Tensor, attention_ma
     """Summed log-probability of the masked tokens of each row: (B,).
 
     input_ids, attention_mask, loss_mask: (B, T), left-padded; loss_mask marks response tokens.
+    The one scoring path (lmadapt.decoding.scoring) with the policy as the logit source:
+    gradients flow, and only the response positions go through the LM head.
     """
-    position_ids = (attention_mask.cumsum(-1) - 1).clamp_min(0)  # (B, T)
-    logits = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids).logits
-    logps = torch.log_softmax(logits[:, :-1].float(), dim=-1)  # (B, T-1, V): predicts token t+1
-    token_logps = logps.gather(-1, input_ids[:, 1:, None]).squeeze(-1)  # (B, T-1)
-    return (token_logps * loss_mask[:, 1:]).sum(-1)  # (B,)
+    return continuation_logprobs(model, input_ids, attention_mask, loss_mask)

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from peft import TaskType
 from transformers import PreTrainedTokenizerBase
 
+from lmadapt.decoding.engine import left_pad
 from lmadapt.methods.rlhf.common import (
     add_lora,
     make_record,
@@ -39,7 +40,7 @@ from lmadapt.models.load import (
     ModelSpec,
     load_causal_lm,
 )
-from lmadapt.models.scoring import encode_pair, pad_left
+from lmadapt.models.scoring import encode_pair
 from lmadapt.report.record import PeakMemory, RunRecord
 from lmadapt.train.config import TrainConfig
 from lmadapt.train.loop import train
@@ -82,7 +83,7 @@ class DPOLoss:
         prompts = [p.prompt for p in pairs] * 2
         rows = [encode_pair(self.tokenizer, prompt, response_text(prompt, response) + eos, self.max_length)
                 for prompt, response in zip(prompts, responses, strict=True)]
-        ids, mask = pad_left([ids for ids, _ in rows], self.tokenizer.pad_token_id)
+        ids, mask = left_pad([ids for ids, _ in rows], self.tokenizer.pad_token_id)
         loss_mask = torch.zeros_like(ids)
         for row, (_, n_target) in enumerate(rows):
             loss_mask[row, -n_target:] = 1

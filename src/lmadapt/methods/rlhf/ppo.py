@@ -26,7 +26,8 @@ import torch
 from peft import PeftModel
 
 from lmadapt.decoding import GenerationConfig, ModelSource, decode_batch
-from lmadapt.decoding.engine import left_pad, pad_id_of
+from lmadapt.decoding.engine import left_pad, pad_id_of, position_ids_for
+from lmadapt.decoding.scoring import token_logprobs
 from lmadapt.methods.rlhf.config import PPOConfig
 from lmadapt.train.guard import DivergenceGuard, fix_hint
 
@@ -150,7 +151,7 @@ class PolicyWithValue(torch.nn.Module):
                 n_response: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Logits (B, N, V) predicting the N response tokens, and values (B, N) of the states before them."""
         out = self.lm(input_ids=input_ids, attention_mask=attention_mask,
-                      position_ids=(attention_mask.cumsum(-1) - 1).clamp_min(0), output_hidden_states=True)
+                      position_ids=position_ids_for(attention_mask), output_hidden_states=True)
         span = slice(input_ids.shape[1] - n_response - 1, input_ids.shape[1] - 1)
         logits = out.logits[:, span, : self.vocab_size].float()  # (B, N, V)
         values = self.value_head(out.hidden_states[-1][:, span].float()).squeeze(-1)  # (B, N)
@@ -163,13 +164,13 @@ class PolicyWithValue(torch.nn.Module):
         switch = self.lm.disable_adapter() if self.reference is None else contextlib.nullcontext()
         with switch:
             out = model(input_ids=input_ids, attention_mask=attention_mask,
-                        position_ids=(attention_mask.cumsum(-1) - 1).clamp_min(0))
+                        position_ids=position_ids_for(attention_mask))
         return out.logits[:, input_ids.shape[1] - n_response - 1: -1, : self.vocab_size].float()
 
 
 def token_logps(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
     """log p(token) under each position's logits: (B, N, V), (B, N) → (B, N)."""
-    return torch.log_softmax(logits, dim=-1).gather(-1, tokens[..., None]).squeeze(-1)
+    return token_logprobs(logits, tokens[..., None]).squeeze(-1)
 
 
 # ---- rollouts ---------------------------------------------------------------------------------
