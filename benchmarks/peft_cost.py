@@ -16,7 +16,16 @@ import subprocess
 import sys
 import time
 
-METHODS = ["head", "full", "lora", "ia3", "prefix", "ptuning", "prompt", "adapter", "unipelt"]
+
+def default_methods(model: str) -> list[str]:
+    """Every method that trains with the shared loop on a classification task and can use this
+    model's kind (each method declares both on its class)."""
+    from lmadapt.methods import REGISTRY
+    from lmadapt.models.load import load_config, model_kind, resolve_model_ref
+
+    kind = model_kind(load_config(resolve_model_ref(model)))
+    return [name for name, cls in REGISTRY.items()
+            if cls.trains and "classification" in cls.task_kinds and kind in cls.model_kinds]
 
 
 def measure(method: str, model: str, batch_size: int, seq_len: int, steps: int) -> dict:
@@ -69,7 +78,8 @@ def device_name() -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", required=True, help="hub id, local path or pull name")
-    parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument("--methods", default="", help="comma-separated (default: every method that "
+                        "trains on classification with this model's kind)")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--seq-len", type=int, default=64)
     parser.add_argument("--steps", type=int, default=6)
@@ -80,7 +90,7 @@ def main() -> None:
         print(json.dumps(measure(args.one, args.model, args.batch_size, args.seq_len, args.steps)))
         return
     rows = []
-    for method in args.methods.split(","):
+    for method in args.methods.split(",") if args.methods else default_methods(args.model):
         cmd = [sys.executable, __file__, "--model", args.model, "--one", method, "--batch-size",
                str(args.batch_size), "--seq-len", str(args.seq_len), "--steps", str(args.steps)]
         done = subprocess.run(cmd, capture_output=True, text=True)

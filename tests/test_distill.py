@@ -11,16 +11,17 @@ import torch
 from tokenizers import processors
 from transformers import PreTrainedTokenizerFast, T5Config, T5ForConditionalGeneration
 
-from lmadapt.data.loaders import load_task
-from lmadapt.data.rationale import (
+from lmadapt.data.loaders import load_task as load_any_task
+from lmadapt.errors import LmadaptError
+from lmadapt.methods import task_readers
+from lmadapt.methods.distill.config import DistillConfig
+from lmadapt.methods.distill.data import (
     RationaleExample,
     load_rationale_task,
     load_release,
     parse_completion,
     teacher_answer,
 )
-from lmadapt.errors import LmadaptError
-from lmadapt.methods.distill.config import DistillConfig
 from lmadapt.methods.distill.fractions import markdown_table, nested_subsets
 from lmadapt.methods.distill.loss import DistillLoss
 from lmadapt.methods.distill.method import distill_loss, score_answers
@@ -47,6 +48,11 @@ def rows(n: int = 8) -> list[dict]:
 def toy_task(tmp_path_factory):
     path = write_jsonl(tmp_path_factory.mktemp("dss") / "train.jsonl", rows())
     return load_task(path)
+
+
+def load_task(ref):
+    """The shared loader as every command calls it when distill is among its methods."""
+    return load_any_task(ref, readers=task_readers(["distill"]))
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +90,7 @@ def test_svamp_train_completions_parse_or_are_counted(shared_data: Path) -> None
 
 def test_release_ref_goes_through_load_task(shared_data: Path) -> None:
     task = load_task(f"{shared_data / SVAMP}:test")
-    assert len(task.examples) == 200 and task.kind == "generation"
+    assert len(task.examples) == 200 and task.kind == "rationale"
     with pytest.raises(LmadaptError, match="svamp_dev.json does not exist"):
         load_rationale_task(f"{shared_data / SVAMP}:dev")
 

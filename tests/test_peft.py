@@ -13,13 +13,13 @@ from transformers import AutoModelForCausalLM, AutoModelForSequenceClassificatio
 
 from lmadapt.data import DataSpec, load_train_eval
 from lmadapt.errors import LmadaptError
+from lmadapt.merge import merge_run
 from lmadapt.methods import get_method
 from lmadapt.methods.base import RunContext, task_model_for
 from lmadapt.methods.ia3.method import ia3_config
 from lmadapt.methods.lora.method import lora_config
 from lmadapt.methods.peft_common import AdapterSet
 from lmadapt.methods.peft_common.build import install_prompt_hooks, peft_config_for
-from lmadapt.methods.peft_common.merge import merge_run
 from lmadapt.methods.prefix.method import prefix_config
 from lmadapt.methods.prompt.method import prompt_config
 from lmadapt.methods.ptuning.method import ptuning_config

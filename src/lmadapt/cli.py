@@ -17,7 +17,7 @@ from rich.markup import escape
 from lmadapt.config import build_configs, describe, load_yaml, parse_overrides
 from lmadapt.data.loaders import DataSpec, load_task, load_train_eval
 from lmadapt.errors import LmadaptError
-from lmadapt.methods import REGISTRY, get_method
+from lmadapt.methods import REGISTRY, get_method, task_readers
 from lmadapt.models.load import ModelSpec
 from lmadapt.train.config import TrainConfig
 
@@ -102,9 +102,10 @@ def _run_inputs(settings: dict, model: str, train: str, eval: str | None, out: P
     return model_spec, train_ref, eval_ref, Path(settings.pop("out", out))
 
 
-def _load_tasks(train_ref: str, eval_ref: str | None, data: DataSpec, eval_split: float, seed: int) -> tuple:
+def _load_tasks(train_ref: str, eval_ref: str | None, data: DataSpec, eval_split: float, seed: int,
+                methods: list[str]) -> tuple:
     return load_train_eval(_resolve_data(train_ref), _resolve_data(eval_ref) if eval_ref else None,
-                           data, eval_split, seed)
+                           data, eval_split, seed, readers=task_readers(methods))
 
 
 @app.command(context_settings=EXTRA, epilog=SETTINGS_HELP)
@@ -130,7 +131,7 @@ def tune(ctx: typer.Context, method: Annotated[str, typer.Option(help=f"one of: 
     split = float(settings.pop("eval_split", eval_split))
     configs = build_configs([TrainConfig, impl.config_class], settings)
     train_cfg = configs[TrainConfig]
-    train_task, eval_task = _load_tasks(train_ref, eval_ref, spec, split, train_cfg.seed)
+    train_task, eval_task = _load_tasks(train_ref, eval_ref, spec, split, train_cfg.seed, [method])
     record = run_tune(method, model_spec, train_task, eval_task, configs[impl.config_class], train_cfg, out,
                       overwrite=overwrite)
     from lmadapt.report.compare import print_table
@@ -162,7 +163,8 @@ def compare(ctx: typer.Context,
     train_keys = {k: v for k, v in settings.items() if k in TrainConfig.__dataclass_fields__}
     train_cfg = build_configs([TrainConfig], train_keys)[TrainConfig]
     configs = method_configs(method_list, {k: v for k, v in settings.items() if k not in train_keys})
-    train_task, eval_task = _load_tasks(train_ref, eval_ref, spec, split, train_cfg.seed)
+    train_task, eval_task = _load_tasks(train_ref, eval_ref, spec, split, train_cfg.seed,
+                                        [name for name, _ in method_list])
     run_compare(method_list, model_spec, train_task, eval_task, configs, train_cfg, out, overwrite=overwrite)
     print(out / "report.md")
 
@@ -188,7 +190,7 @@ def eval_cmd(run_dir: Annotated[Path, typer.Argument(help="a tune output folder"
         adapted.use_reward(reward)
     spec = DataSpec(input_field=input_field, label_field=label_field, output_field=output_field,
                     kind=skeleton.kind, labels=tuple(skeleton.labels), template=skeleton.template)
-    task = load_task(_resolve_data(data), spec)
+    task = load_task(_resolve_data(data), spec, readers=task_readers([manifest["method"]]))
     result = evaluate(adapted, task, batch_size)
     scores = {**result.scores, "examples": len(task.examples),
               "examples_per_second": result.examples_per_second, "method": manifest["method"]}
@@ -228,9 +230,11 @@ def predict(run_dir: Annotated[Path, typer.Argument(help="a tune output folder")
 
 @app.command("methods")
 def list_methods() -> None:
-    """List the registered methods."""
+    """List the registered methods: what each adapts, the models and tasks it takes."""
     for name, cls in REGISTRY.items():
-        print(f"{name:12s} {cls.summary}")
+        traits = [f"models: {', '.join(cls.model_kinds)}", f"tasks: {', '.join(cls.task_kinds)}",
+                  "trains with the shared loop" if cls.trains else "no gradient training"] + (["mergeable"] if cls.mergeable else [])
+        print(f"{name:12s} {cls.summary}\n{'':12s} {'; '.join(traits)}")
 
 
 @app.command()
@@ -245,23 +249,46 @@ def demo(out: OutOpt = Path("demo-out"),
     run_demo(out, quick, names)
 
 
+@app.command()
+def merge(run_dir: Annotated[Path, typer.Argument(help="a tune output folder of a mergeable run (lora, ia3)")],
+          out: Annotated[Path, typer.Option("--out", "-o", help="folder for the merged HF model")],
+          overwrite: OverwriteOpt = False,
+          trust_remote_code: Annotated[bool, typer.Option("--trust-remote-code", help="allow code shipped with the base model (only if you trust it; a run folder never turns this on)")] = False) -> None:
+    """Merge a LoRA/IA3 adapter into its base model and save a plain HF model folder."""
+    from lmadapt.merge import merge_run
+
+    typer.echo(f"merged model written to {merge_run(run_dir, out, overwrite, trust_remote_code)}")
+
+
+class Services:
+    """What a method's own command group (`lmadapt distill ...`) may run, handed over as the
+    click context object: methods never import lmadapt.run or lmadapt.cli."""
+
+    @staticmethod
+    def tune(*args, **kwargs):
+        from lmadapt.run import tune as run_tune
+
+        return run_tune(*args, **kwargs)
+
+
+@app.callback()
+def _root(ctx: typer.Context) -> None:
+    ctx.obj = Services()
+
+
 def _mount_subapps() -> None:
-    """Command groups that live beside the code they drive."""
+    """Command groups that live beside the code they drive; a method's group (`command_group`,
+    declared on its class) is mounted under the method's name."""
     from lmadapt.assets.cli import pull_app
     from lmadapt.decoding.cli import generate_cmd
     from lmadapt.index.cli import index_app
-    from lmadapt.methods.distill.cli import distill_app
-    from lmadapt.methods.peft_common.cli import merge_cmd
-    from lmadapt.methods.rlhf.cli import rlhf_app
 
     groups = [(pull_app, "pull", "Pull named models and datasets (offline-capable)."),
-              (index_app, "index", "Build and query persistent vector indexes (RAG)."),
-              (rlhf_app, "rlhf", "RLHF: reward model, PPO with a KL penalty, DPO."),
-              (distill_app, "distill", "Distilling step-by-step: teacher rationales, student training.")]
+              (index_app, "index", "Build and query persistent vector indexes (RAG).")]
+    groups += [(cls.command_group(), name, None) for name, cls in REGISTRY.items() if cls.command_group]
     for sub_app, name, help_text in groups:
-        app.add_typer(sub_app, name=name, help=help_text)
+        app.add_typer(sub_app, name=name, help=help_text or sub_app.info.help)
     app.command("generate")(generate_cmd)
-    app.command("merge")(merge_cmd)
 
 
 _mount_subapps()

@@ -35,22 +35,9 @@ class DemoSize:
 
 
 SIZES = {"full": DemoSize(train=400, eval=150, epochs=2.0), "quick": DemoSize(train=160, eval=80, epochs=1.0)}
-# Methods whose inputs the demo's sentiment task does not provide; each has its own real run.
-OWN_SETUP = {
-    "proxy": "needs a large base and a small model sharing its tokenizer (docs/proxy.md)",
-    "distill": "needs teacher rationales (docs/distill.md)",
-    "rlhf": "needs preference pairs and a reward model (docs/rlhf.md)",
-    # prefix tuning needs a decoder here (transformers 5 encoders take no past key values), and
-    # training the 135M decoder alone would take longer than the whole demo on 2 CPU cores
-    "prefix": "trains SmolLM2-135M itself: over the demo's CPU budget; run `lmadapt tune --method prefix "
-              "--model smollm2-135m --train rotten-tomatoes` (docs/peft.md)",
-}
-
-
 def model_for(method: str) -> str:
     """MiniLM when the method can use an encoder, else SmolLM2 (prompting needs a language model)."""
-    kinds = getattr(REGISTRY[method], "model_kinds", ("encoder", "causal", "seq2seq"))
-    return ENCODER if "encoder" in kinds else CAUSAL
+    return ENCODER if "encoder" in REGISTRY[method].model_kinds else CAUSAL
 
 
 def run_demo(out: Path, quick: bool = False, methods: list[str] | None = None) -> None:
@@ -60,8 +47,9 @@ def run_demo(out: Path, quick: bool = False, methods: list[str] | None = None) -
     began = time.perf_counter()
     console.rule("lmadapt demo: pulling models and data (cached after the first run)")
     data_file = pull_data(DATASET)
-    names = methods or [m for m in REGISTRY if m not in OWN_SETUP]
-    skipped = [f"- `{m}`: {why}" for m, why in OWN_SETUP.items() if m in REGISTRY and m not in names]
+    # a method declares `demo_note` when the demo's sentiment task or budget does not suit it
+    names = methods or [m for m, cls in REGISTRY.items() if not cls.demo_note]
+    skipped = [f"- `{m}`: {cls.demo_note}" for m, cls in REGISTRY.items() if cls.demo_note and m not in names]
     plan = [(m, str(pull_model(model_for(m)))) for m in names]
     task = load_task(data_file, DataSpec(template=TEMPLATE), name=DATASET)
     train_task, eval_task = split_task(task, 0.2, seed=0)

@@ -21,7 +21,6 @@ from typing import Any
 
 from lmadapt.data.task import KINDS, Task, overlap_count
 from lmadapt.errors import LmadaptError, ResumeRefused
-from lmadapt.eval.metrics import score_predictions
 from lmadapt.manifest import (
     MANIFEST_KEYS,
     TaskMeta,
@@ -35,7 +34,7 @@ from lmadapt.manifest import (
     store_path,
 )
 from lmadapt.methods import get_method
-from lmadapt.methods.base import Adapted, RunContext
+from lmadapt.methods.base import Adapted, RunContext, check_capabilities
 from lmadapt.models.load import ModelSpec
 from lmadapt.outdir import input_paths
 from lmadapt.report.record import PeakMemory, RunRecord, RunStore, hardware, versions
@@ -57,17 +56,11 @@ class Evaluation:
 
 
 def evaluate(adapted: Adapted, task: Task, batch_size: int = 32, seed: int = 0) -> Evaluation:
-    """Predict every example of task and score against its targets (bootstrap 95% CI).
-
-    An adapted model whose quality is not a match against targets (e.g. an RLHF policy scored by
-    a reward model) provides `evaluate(task, seed) -> (predictions, scores)` instead.
-    """
+    """Predict every example of task and score it (metric with a bootstrap 95% CI) by the adapted
+    model's `evaluate`: a match against the targets, unless the method scores otherwise (an RLHF
+    policy by its reward, a distill student by its answer checker)."""
     began = time.perf_counter()
-    if hasattr(adapted, "evaluate"):
-        predictions, scores = adapted.evaluate(task, seed)
-    else:
-        predictions = adapted.predict(task.texts(), batch_size)
-        scores = score_predictions(predictions, task.targets(), task.kind, seed)
+    predictions, scores = adapted.evaluate(task, seed, batch_size)
     return Evaluation(predictions, scores, time.perf_counter() - began)
 
 
@@ -171,6 +164,7 @@ def tune(method: str, model: ModelSpec, train_task: Task, eval_task: Task, metho
     impl = get_method(method)
     if not isinstance(method_cfg, impl.config_class):
         raise TypeError(f"{method} expects a {impl.config_class.__name__}")
+    check_capabilities(impl, train_task, model)
     train_task = train_task.subsample(train_cfg.max_train_examples or None, train_cfg.seed)
     eval_task = eval_task.subsample(train_cfg.max_eval_examples or None, train_cfg.seed)
     settings = run_settings(method, method_cfg, model, train_cfg, train_task)
@@ -186,7 +180,7 @@ def tune(method: str, model: ModelSpec, train_task: Task, eval_task: Task, metho
         with PeakMemory() as memory:
             adapted, result = impl.fit(train_task, eval_task, method_cfg, ctx)
             evaluation = evaluate(adapted, eval_task, train_cfg.eval_batch_size, train_cfg.seed)
-            extra = adapted.figures(eval_task) if hasattr(adapted, "figures") else {}
+            extra = adapted.figures(eval_task)
         extra = {**extra, "train_eval_overlap": overlap_count(train_task, eval_task)}  # eval texts trained on
         adapted.save(work / "artifact")
         atomic_write_text(work / MANIFEST, json.dumps(

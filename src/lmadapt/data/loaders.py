@@ -13,7 +13,7 @@ import csv
 import io
 import json
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -158,14 +158,19 @@ def _infer_kind(first: dict, spec: DataSpec, path: Path) -> str:
                        "name the target with --label-field or --output-field")
 
 
-def load_task(path: str | Path, spec: DataSpec | None = None, name: str | None = None) -> Task:
-    """Read a data file into a Task, validating every row."""
-    from lmadapt.data.rationale import maybe_rationale_task
+# A method's reader for a data layout of its own (its `load_task`): a Task, or None when `ref`
+# is not that layout. Readers are tried before the generic JSONL/CSV/Parquet readers.
+Reader = Callable[[str | Path, "DataSpec", str | None], Task | None]
 
-    # Distilling Step-by-Step data: DIR:SPLIT (release layout) or input/label/rationale JSONL
-    if (rationale_task := maybe_rationale_task(path, name)) is not None:
-        return rationale_task
+
+def load_task(path: str | Path, spec: DataSpec | None = None, name: str | None = None,
+              readers: Sequence[Reader] = ()) -> Task:
+    """Read a data file into a Task, validating every row; `readers` (the methods' own layouts,
+    e.g. distill's rationale files) are tried first."""
     spec = spec or DataSpec()
+    for read in readers:
+        if (task := read(path, spec, name)) is not None:
+            return task
     path = Path(path)
     examples: list[Example] = []
     kind = ""
@@ -185,21 +190,21 @@ def load_task(path: str | Path, spec: DataSpec | None = None, name: str | None =
 
 
 def load_train_eval(train: str | Path, eval_path: str | Path | None, spec: DataSpec,
-                    eval_split: float = 0.2, seed: int = 0) -> tuple[Task, Task]:
+                    eval_split: float = 0.2, seed: int = 0, readers: Sequence[Reader] = ()) -> tuple[Task, Task]:
     """Train and eval tasks: the eval file when given, else a seeded split of the train file.
 
     Warns (DataWarning) with the count when train repeats texts, and when an --eval file shares
     texts with train (`overlap_count(train, eval)` gives that count for the run record); a split
     carved from train never shares a text with it.
     """
-    train_task = load_task(train, spec)
+    train_task = load_task(train, spec, readers=readers)
     if dups := duplicate_count(train_task):
         warnings.warn(f"{train}: {dups} of {len(train_task.examples)} rows repeat an earlier row's "
                       "text (duplicates weigh more in training)", DataWarning, stacklevel=2)
     if eval_path is None:
         return split_task(train_task, eval_split, seed)
     eval_spec = DataSpec(**{**spec.__dict__, "labels": tuple(train_task.labels), "kind": train_task.kind})
-    eval_task = load_task(eval_path, eval_spec, name=f"{train_task.name}:eval")
+    eval_task = load_task(eval_path, eval_spec, name=f"{train_task.name}:eval", readers=readers)
     if shared := overlap_count(train_task, eval_task):
         warnings.warn(f"{eval_path}: {shared} of {len(eval_task.examples)} eval rows have a text that "
                       f"is also in the training data {train}; their scores overstate the model",

@@ -11,11 +11,16 @@ from dataclasses import dataclass, field, replace
 
 from lmadapt.errors import LmadaptError
 
-KINDS = ("classification", "generation", "prompts")  # prompts: inputs only (scored by a reward)
+# classification: text → label; generation: text → output text; preferences: prompt with a chosen
+# and a rejected response; prompts: inputs only (scored by a reward); rationale: text → label with
+# a teacher's rationale (Distilling Step-by-Step), also usable as generation (text → label).
+KINDS = ("classification", "generation", "preferences", "prompts", "rationale")
 DEFAULT_TEMPLATES = {
     "classification": "{text}\nAnswer:",
     "generation": "{text}\n",
     "prompts": "{text}",
+    "preferences": "{text}",
+    "rationale": "{text}\n",
 }
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from lmadapt.errors import LmadaptError
 from lmadapt.methods.adapter import Adapter
-from lmadapt.methods.base import Adapted, Method, RunContext
+from lmadapt.methods.base import Adapted, Method, RunContext, check_declaration
 from lmadapt.methods.distill import Distill
 from lmadapt.methods.features import Features
 from lmadapt.methods.full import Full
@@ -41,6 +41,12 @@ REGISTRY: dict[str, type] = {
 }
 
 
+for _name, _cls in REGISTRY.items():
+    check_declaration(_cls)
+    if _cls.name != _name:
+        raise TypeError(f"registry name {_name!r} differs from {_cls.__name__}.name {_cls.name!r}")
+
+
 def get_method(name: str) -> Method:
     """An instance of the named method; one-line error listing the known names otherwise."""
     if name not in REGISTRY:
@@ -48,4 +54,14 @@ def get_method(name: str) -> Method:
     return REGISTRY[name]()
 
 
-__all__ = ["Adapted", "Method", "REGISTRY", "RunContext", "get_method"]
+def task_readers(names: list[str]) -> list:
+    """The `load_task` readers (data layouts of their own) of the named methods, in order."""
+    readers = []
+    for name in dict.fromkeys(names):
+        reader = get_method(name).load_task
+        if reader is not None and reader not in readers:
+            readers.append(reader)
+    return readers
+
+
+__all__ = ["Adapted", "Method", "REGISTRY", "RunContext", "get_method", "task_readers"]

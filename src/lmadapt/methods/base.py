@@ -14,7 +14,7 @@ from typing import Any, ClassVar, Protocol
 import torch
 from safetensors.torch import load_file, save_file
 
-from lmadapt.data.task import Task
+from lmadapt.data.task import KINDS, Task
 from lmadapt.errors import LmadaptError
 from lmadapt.models.load import ModelSpec, count_params
 from lmadapt.models.task_model import TaskModel, build_task_model
@@ -33,26 +33,51 @@ class RunContext:
     work_dir: Path  # the run's working folder; checkpoints go under it
 
 
-class Adapted(Protocol):
-    """A fitted method: predicts, saves itself, reports its parameter counts."""
+MODEL_KINDS = ("encoder", "causal", "seq2seq")
+TASK_KINDS = KINDS  # classification | generation | preferences | prompts | rationale (data/task.py)
 
-    trainable_params: int
-    total_params: int
 
-    def predict(self, texts: list[str], batch_size: int = 16) -> list[str]: ...
+class Adapted:
+    """A fitted method: predicts, saves itself, reports its parameter counts. `run` uses exactly
+    these members; `evaluate` and `figures` have defaults a method may override."""
 
-    def scores(self, texts: list[str]) -> torch.Tensor:
-        """(N, L) label scores (classification); argmax is the prediction."""
-        ...
+    trainable_params: int = 0
+    total_params: int = 0
 
-    def save(self, artifact_dir: Path) -> None: ...
+    def predict(self, texts: list[str], batch_size: int = 16) -> list[str]:
+        """A label (classification) or an output text (generation) per input."""
+        raise NotImplementedError  # every Adapted defines it
+
+    def save(self, artifact_dir: Path) -> None:
+        raise NotImplementedError  # every Adapted defines it
+
+    def evaluate(self, task: Task, seed: int = 0, batch_size: int = 32) -> tuple[list[str], dict[str, Any]]:
+        """Predictions for task and their scores (metric, score, 95% CI, ...). By default: predict,
+        then match against the targets; a method scored otherwise (a reward, an answer checker)
+        overrides this."""
+        from lmadapt.eval.metrics import score_predictions
+
+        predictions = self.predict(task.texts(), batch_size)
+        return predictions, score_predictions(predictions, task.targets(), task.kind, seed)
+
+    def figures(self, task: Task) -> dict[str, Any]:
+        """Extra method figures for the run record (retrieval recall, KL, ...)."""
+        return {}
 
 
 class Method(Protocol):
+    """What a method declares (class attributes, checked once by `run.tune` and at registration)
+    and does. Nothing outside the method's folder keys on its name."""
+
     name: ClassVar[str]
     config_class: ClassVar[type]
     summary: ClassVar[str]
-    model_kinds: ClassVar[tuple[str, ...]]  # encoder / causal / seq2seq models it can use
+    model_kinds: ClassVar[tuple[str, ...]]  # of MODEL_KINDS: the models it can use
+    task_kinds: ClassVar[tuple[str, ...]]  # of TASK_KINDS: the tasks it can learn
+    trains: ClassVar[bool]  # whether fit updates weights (uses the training loop)
+    mergeable: ClassVar[bool]  # `lmadapt merge` folds its artifact into the base weights
+    merge_note: ClassVar[str]  # why not, when it is not mergeable (shown by `lmadapt merge`)
+    demo_note: ClassVar[str]  # non-empty: left out of `lmadapt demo`, and why
 
     def fit(self, train: Task, eval_task: Task | None, cfg: Any, ctx: RunContext
             ) -> tuple[Adapted, TrainResult | None]: ...
@@ -60,8 +85,56 @@ class Method(Protocol):
     def load(self, artifact_dir: Path, task: Task, cfg: Any, ctx: RunContext) -> Adapted: ...
 
 
+KIND_PHRASES = {"classification": "a classification task", "generation": "a generation task",
+                "preferences": "a task of preference pairs", "prompts": "a task of prompts",
+                "rationale": "a rationale task"}
+
+# Optional on a method class: `load_task(ref, spec, name) -> Task | None` reads a data layout of
+# the method's own (None when ref is not one), tried before the generic loaders.
+# `command_group() -> typer.Typer`: the method's own commands, mounted as `lmadapt NAME ...`
+# (they get lmadapt.cli.Services as ctx.obj for running a tune).
+OPTIONAL = {"mergeable": False, "merge_note": "it has no adapter weights", "demo_note": "", "load_task": None,
+            "command_group": None}
+REQUIRED = ("name", "config_class", "summary", "model_kinds", "task_kinds", "trains", "fit", "load")
+
+
+def check_declaration(cls: type) -> None:
+    """A registered method declares what it can do; a wrong declaration fails at import time."""
+    missing = [a for a in REQUIRED if not hasattr(cls, a)]
+    if missing:
+        raise TypeError(f"method class {cls.__name__} does not declare {', '.join(missing)}")
+    bad_models = [k for k in cls.model_kinds if k not in MODEL_KINDS]
+    bad_tasks = [k for k in cls.task_kinds if k not in TASK_KINDS]
+    if bad_models or bad_tasks or not cls.model_kinds or not cls.task_kinds:
+        raise TypeError(f"method {cls.name}: model_kinds must be a non-empty subset of {MODEL_KINDS} and "
+                        f"task_kinds of {TASK_KINDS}")
+    for attr, default in OPTIONAL.items():
+        if not hasattr(cls, attr):
+            setattr(cls, attr, default)
+
+
+def accepts_task(method: Method, kind: str) -> bool:
+    """Whether method can learn a task of this kind. A rationale task (input, label, rationale)
+    is also a generation task (input → label) for methods that take generation."""
+    return kind in method.task_kinds or (kind == "rationale" and "generation" in method.task_kinds)
+
+
+def check_capabilities(method: Method, task: Task, model: ModelSpec) -> None:
+    """One-line errors, before any work, when method cannot use this task or model."""
+    if not accepts_task(method, task.kind):
+        wanted = " or ".join(KIND_PHRASES[k] for k in method.task_kinds)
+        raise LmadaptError(f"method {method.name!r} needs {wanted}, not {KIND_PHRASES[task.kind]} "
+                           "(see `lmadapt methods`)")
+    from lmadapt.models.load import load_config, model_kind, resolve_model_ref
+
+    kind = model_kind(load_config(resolve_model_ref(model.model), model.trust_remote_code))
+    if kind not in method.model_kinds:
+        raise LmadaptError(f"method {method.name!r} cannot use {kind} model {model.model!r}; "
+                           f"it needs a {' or '.join(method.model_kinds)} model")
+
+
 @dataclass
-class TaskModelAdapted:
+class TaskModelAdapted(Adapted):
     """An adapted TaskModel; `save_fn(tm, dir)` writes the method's artifact."""
 
     tm: TaskModel
@@ -74,6 +147,7 @@ class TaskModelAdapted:
 
     @torch.inference_mode()
     def scores(self, texts: list[str]) -> torch.Tensor:
+        """(N, L) label log-likelihoods (classification tasks); argmax is the prediction."""
         self.tm.model.eval()
         return self.tm.label_scores(texts)
 

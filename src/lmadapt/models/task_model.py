@@ -40,6 +40,19 @@ from lmadapt.models.scoring import (
 )
 
 
+class PromptBuilder:
+    """What a method puts around an input to make the model's prompt (demonstrations, retrieved
+    context). A TaskModel with one calls it instead of the task's template."""
+
+    def __call__(self, text: str) -> str:
+        raise NotImplementedError  # every builder defines it
+
+    def shared_split(self, texts: list[str]) -> tuple[str, list[str]] | None:
+        """(the prefix every prompt of texts starts with, each prompt's rest), or None when the
+        prompts share none; a shared prefix lets label scoring reuse one KV cache."""
+        return None
+
+
 @dataclass
 class TaskModel:
     """A (possibly wrapped) HF model, its tokenizer and the task it serves."""
@@ -52,7 +65,7 @@ class TaskModel:
     max_length: int = 256
     max_new_tokens: int = 32
     normalize_scores: bool = False  # length-normalised label log-likelihood
-    prompt_builder: Callable[[str], str] | None = field(default=None, repr=False)
+    prompt_builder: PromptBuilder | Callable[[str], str] | None = field(default=None, repr=False)
 
     # ---- batching and loss (training) -------------------------------------------------
     def prompt(self, text: str) -> str:
@@ -128,17 +141,16 @@ class TaskModel:
     def _shared_prefix_scores(self, texts: list[str], batch_size: int) -> torch.Tensor | None:
         """Scores via one KV-cached prefix when every prompt starts with the same text (e.g. fixed
         ICL demonstrations) and labels are single tokens; None when that does not apply."""
-        if not getattr(self.prompt_builder, "prefix_is_shared", False) or self.normalize_scores or not texts:
+        if not isinstance(self.prompt_builder, PromptBuilder) or self.normalize_scores or not texts:
             return None
         token_ids = single_token_labels(self.tokenizer, self.task.labels, self.task.label_prefix)
         if token_ids is None:
             return None
-        split = self.prompt_builder.split
-        parts = [split(t) for t in texts]
-        prefixes = {prefix for prefix, _ in parts}
-        if len(prefixes) != 1 or not next(iter(prefixes)):
+        shared = self.prompt_builder.shared_split(texts)
+        if shared is None:
             return None
-        return score_single_tokens_after_prefix(self.model, self.tokenizer, parts[0][0], [q for _, q in parts],
+        prefix, rests = shared
+        return score_single_tokens_after_prefix(self.model, self.tokenizer, prefix, rests,
                                                 token_ids, self.max_length, batch_size)
 
     def _seq2seq_label_scores(self, texts: list[str], batch_size: int) -> torch.Tensor:
@@ -190,7 +202,7 @@ def build_task_model(spec: ModelSpec, task: Task, max_length: int = 256,
     ref = resolve_model_ref(spec.model)
     config = load_config(ref, spec.trust_remote_code)
     kind = model_kind(config)
-    if kind == "encoder" and task.kind == "generation":
+    if kind == "encoder" and task.kind in ("generation", "rationale"):
         raise LmadaptError(f"model {spec.model!r} is an encoder and cannot generate; "
                            "use a causal LM or seq2seq model for generation tasks")
     tokenizer = load_tokenizer(ref, kind, spec.trust_remote_code)

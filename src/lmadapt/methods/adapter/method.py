@@ -35,6 +35,10 @@ class Adapter:
     name = "adapter"
     config_class = AdapterMethodConfig
     summary = "bottleneck adapters after attention and/or FFN (Houlsby / Pfeiffer), base frozen"
+    model_kinds = ("encoder", "causal", "seq2seq")
+    task_kinds = ("classification", "generation")
+    trains = True
+    merge_note = "bottleneck adapters add a non-linear branch, which no weight matrix can absorb"
 
     def fit(self, train: Task, eval_task: Task | None, cfg: AdapterMethodConfig,
             ctx: RunContext) -> tuple[TaskModelAdapted, TrainResult]:

@@ -50,11 +50,10 @@ def train_cmd(
 ) -> None:
     """Train a DSS student (settings as key=value: distill_alpha=0.5 distill_student=lora epochs=2 ...)."""
     from lmadapt.config import build_configs, load_yaml, parse_overrides
-    from lmadapt.data.rationale import load_rationale_task
     from lmadapt.methods.distill.config import DistillConfig
+    from lmadapt.methods.distill.data import load_rationale_task
     from lmadapt.methods.distill.fractions import parse_fractions, parse_variants, run_fractions
     from lmadapt.models.load import ModelSpec
-    from lmadapt.run import tune
     from lmadapt.train.config import TrainConfig
 
     settings = {**load_yaml(config), **parse_overrides(ctx.args)}
@@ -69,7 +68,7 @@ def train_cmd(
         print((out / "fractions.md").read_text())
         print(out / "fractions.md")
         return
-    record = tune("distill", spec, train_task, eval_task, configs[DistillConfig], configs[TrainConfig], out)
+    record = ctx.obj.tune("distill", spec, train_task, eval_task, configs[DistillConfig], configs[TrainConfig], out)
     print(f"distill on {train_task.name}: {record.metric} = {record.score:.4f} "
           f"[{record.ci_low:.4f}, {record.ci_high:.4f}]")
     print(out / "record.json")

@@ -3,8 +3,7 @@
 from dataclasses import dataclass, field
 
 from lmadapt.errors import LmadaptError
-
-STUDENTS = ("full", "lora", "ia3", "prefix", "prompt", "ptuning")
+from lmadapt.methods.peft_common.build import PEFT_METHODS
 
 
 @dataclass
@@ -16,7 +15,7 @@ class DistillConfig:
     distill_label_source: str = field(default="gt", metadata={
         "help": "label-task targets: gt (ground truth) | teacher (the teacher's answers)"})
     distill_student: str = field(default="lora", metadata={
-        "help": "the student's parameterisation: full | lora | ia3 | prefix | prompt | ptuning"})
+        "help": "the student's parameterisation: full, or a peft method (lora | ia3 | prefix | prompt | ptuning)"})
     distill_student_args: tuple[str, ...] = field(default=(), metadata={
         "help": "settings of the student method, comma-separated key=value (e.g. lora_r=16,lora_alpha=32)"})
     distill_label_prefix: str = field(default="[label] ", metadata={"help": "task prefix of the label task"})
@@ -32,8 +31,9 @@ class DistillConfig:
             raise LmadaptError(f"distill_alpha must be in [0, 1], got {self.distill_alpha}")
         if self.distill_label_source not in ("gt", "teacher"):
             raise LmadaptError(f"distill_label_source must be gt or teacher, got {self.distill_label_source!r}")
-        if self.distill_student not in STUDENTS:
-            raise LmadaptError(f"distill_student must be one of {', '.join(STUDENTS)}, got {self.distill_student!r}")
+        students = ("full", *PEFT_METHODS)  # full fine-tuning, or any peft method
+        if self.distill_student not in students:
+            raise LmadaptError(f"distill_student must be one of {', '.join(students)}, got {self.distill_student!r}")
         if self.distill_label_prefix == self.distill_rationale_prefix:
             raise LmadaptError("distill_label_prefix and distill_rationale_prefix must differ")
         if self.distill_rationale_max_tokens < 1:

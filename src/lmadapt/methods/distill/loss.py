@@ -18,8 +18,8 @@ from dataclasses import dataclass
 
 import torch
 
-from lmadapt.data.rationale import RationaleExample
 from lmadapt.decoding.engine import left_pad, position_ids_for
+from lmadapt.methods.distill.data import RationaleExample
 from lmadapt.models.task_model import TaskModel
 
 LABEL, RATIONALE = "label", "rationale"

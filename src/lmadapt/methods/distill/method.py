@@ -9,14 +9,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
-from lmadapt.data.rationale import RationaleExample, rationale_examples
 from lmadapt.data.task import Example, Task
 from lmadapt.eval.arith import equation_match
 from lmadapt.eval.metrics import bootstrap_mean_ci, normalize_answer
 from lmadapt.methods.base import RunContext, TaskModelAdapted, task_model_for, with_default_lr
 from lmadapt.methods.distill.config import DistillConfig
+from lmadapt.methods.distill.data import RationaleExample, maybe_rationale_task, rationale_examples
 from lmadapt.methods.distill.loss import DistillLoss
 from lmadapt.methods.distill.student import load_student, make_student
 from lmadapt.models.load import count_params
@@ -45,12 +44,9 @@ def score_answers(predictions: list[str], examples: list[Example], seed: int = 0
 class DistillAdapted(TaskModelAdapted):
     """A trained student; `predict` runs the label task only ("[label] " + input → label)."""
 
-    def scores(self, texts: list[str]) -> torch.Tensor:
-        raise NotImplementedError("distill students generate labels; they have no label scores")
-
-    def evaluate(self, task: Task, seed: int = 0) -> tuple[list[str], dict[str, Any]]:
+    def evaluate(self, task: Task, seed: int = 0, batch_size: int = 32) -> tuple[list[str], dict[str, Any]]:
         """Label-task predictions scored by the task's own metric (SVAMP: answers by value)."""
-        predictions = self.predict(task.texts())
+        predictions = self.predict(task.texts(), batch_size)
         return predictions, score_answers(predictions, task.examples, seed)
 
 
@@ -73,6 +69,12 @@ class Distill:
     config_class = DistillConfig
     summary = "distilling step-by-step: label + teacher-rationale multi-task student (full or peft)"
     model_kinds = KINDS
+    task_kinds = ("rationale",)
+    trains = True
+    demo_note = "needs teacher rationales (docs/distill.md)"
+    load_task = staticmethod(maybe_rationale_task)  # DIR:SPLIT release folders, rationale JSONL
+    # command_group (lmadapt distill rationales | train) is set in the package __init__: the
+    # commands use this module, so naming them here would close an import cycle
 
     def fit(self, train_task: Task, eval_task: Task | None, cfg: DistillConfig,
             ctx: RunContext) -> tuple[DistillAdapted, TrainResult]:

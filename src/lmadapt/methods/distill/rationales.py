@@ -15,7 +15,9 @@ import torch
 from tqdm.auto import tqdm
 
 from lmadapt.data.loaders import read_rows
-from lmadapt.data.rationale import (
+from lmadapt.decoding import GenerationConfig, generate
+from lmadapt.errors import LmadaptError
+from lmadapt.methods.distill.data import (
     ANSWER_MARKER,
     ParseReport,
     parse_completion,
@@ -23,8 +25,6 @@ from lmadapt.data.rationale import (
     split_ref,
     teacher_answer,
 )
-from lmadapt.decoding import GenerationConfig, generate
-from lmadapt.errors import LmadaptError
 from lmadapt.models.load import (
     ModelSpec,
     load_causal_lm,

@@ -6,7 +6,6 @@ The student method's own config class and peft-config builder are reused, so
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -18,6 +17,7 @@ from lmadapt.errors import LmadaptError
 from lmadapt.methods.base import RunContext, task_model_for
 from lmadapt.methods.peft_common.build import (
     ADAPTER_DIR,
+    PEFT_METHODS,
     TASK_TYPES,
     install_prompt_hooks,
     save_adapter,
@@ -26,14 +26,6 @@ from lmadapt.models.task_model import TaskModel
 from lmadapt.utils import seed_everything
 
 FULL_DEFAULT_LR = 5e-5
-# student name → (module, config class, peft-config builder)
-PEFT_STUDENTS = {
-    "lora": ("lmadapt.methods.lora", "LoraMethodConfig", "lora_config"),
-    "ia3": ("lmadapt.methods.ia3", "IA3MethodConfig", "ia3_config"),
-    "prefix": ("lmadapt.methods.prefix", "PrefixMethodConfig", "prefix_config"),
-    "prompt": ("lmadapt.methods.prompt", "PromptMethodConfig", "prompt_config"),
-    "ptuning": ("lmadapt.methods.ptuning", "PtuningMethodConfig", "ptuning_config"),
-}
 SaveFn = Callable[[TaskModel, Path], None]
 
 
@@ -45,8 +37,7 @@ def save_full(tm: TaskModel, artifact_dir: Path) -> None:
 
 def student_config(student: str, args: tuple[str, ...]) -> object:
     """The student method's config from key=value strings (validated by its dataclass)."""
-    module_name, class_name, _ = PEFT_STUDENTS[student]
-    config_class = getattr(importlib.import_module(f"{module_name}.config"), class_name)
+    config_class = PEFT_METHODS[student].config_class
     return build_configs([config_class], parse_overrides(list(args)))[config_class]
 
 
@@ -60,16 +51,15 @@ def make_student(tm: TaskModel, student: str, args: tuple[str, ...], seed: int) 
             raise LmadaptError("distill_student=full takes no distill_student_args")
         tm.model.requires_grad_(True)
         return save_full, FULL_DEFAULT_LR
-    module_name, _, builder_name = PEFT_STUDENTS[student]
+    method = PEFT_METHODS[student]()
     cfg = student_config(student, args)
-    builder = getattr(importlib.import_module(f"{module_name}.method"), builder_name)
     seed_everything(seed)  # adapter initialisation is part of the run's seed
     try:
-        tm.model = get_peft_model(tm.model, builder(cfg, tm, TASK_TYPES[tm.kind]))
+        tm.model = get_peft_model(tm.model, method.peft_config(cfg, tm, TASK_TYPES[tm.kind]))
     except ValueError as err:
         raise LmadaptError(f"distill student {student}: {str(err).splitlines()[0][:200]}") from None
     install_prompt_hooks(tm.model, tm.kind)
-    return save_adapter, float(getattr(cfg, f"{student}_default_lr", 1e-3))
+    return save_adapter, float(getattr(cfg, method.default_lr_field))
 
 
 def load_student(artifact_dir: Path, student: str, task: object, ctx: RunContext) -> tuple[TaskModel, SaveFn]:

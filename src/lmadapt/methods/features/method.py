@@ -15,15 +15,14 @@ import torch
 from safetensors.numpy import load_file, save_file
 
 from lmadapt.data.task import Task
-from lmadapt.errors import LmadaptError
-from lmadapt.methods.base import RunContext
+from lmadapt.methods.base import Adapted, RunContext
 from lmadapt.methods.features.config import FeaturesConfig
 from lmadapt.models.embed import FrozenEmbedder
 from lmadapt.train.loop import TrainResult
 
 
 @dataclass
-class LinearProbe:
+class LinearProbe(Adapted):
     """A frozen embedder with a linear classifier on top."""
 
     embedder: FrozenEmbedder
@@ -81,11 +80,12 @@ class Features:
     name = "features"
     config_class = FeaturesConfig
     summary = "frozen embeddings + logistic regression"
+    model_kinds = ("encoder", "causal")
+    task_kinds = ("classification",)
+    trains = False  # the probe is fit in closed form (sklearn); no weight of the model changes
 
     def fit(self, train: Task, eval_task: Task | None, cfg: FeaturesConfig,
             ctx: RunContext) -> tuple[LinearProbe, TrainResult]:
-        if train.kind != "classification":
-            raise LmadaptError("method 'features' needs a classification task (labels), not generation")
         train.check_trainable()
         embedder = FrozenEmbedder(ctx.model, cfg.pooling, ctx.train.max_length)
         began = time.perf_counter()  # training cost = embedding the train set + fitting the probe

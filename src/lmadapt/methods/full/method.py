@@ -32,6 +32,9 @@ class Full:
     name = "full"
     config_class = FullConfig
     summary = "fine-tune all weights"
+    model_kinds = ("encoder", "causal", "seq2seq")
+    task_kinds = ("classification", "generation")
+    trains = True
 
     def fit(self, train: Task, eval_task: Task | None, cfg: FullConfig,
             ctx: RunContext) -> tuple[TaskModelAdapted, TrainResult]:

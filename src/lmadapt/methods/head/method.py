@@ -61,6 +61,9 @@ class Head:
     name = "head"
     config_class = HeadConfig
     summary = "train the output layer (and optionally the last k blocks)"
+    model_kinds = ("encoder", "causal", "seq2seq")
+    task_kinds = ("classification", "generation")
+    trains = True
 
     def fit(self, train: Task, eval_task: Task | None, cfg: HeadConfig,
             ctx: RunContext) -> tuple[TaskModelAdapted, TrainResult]:

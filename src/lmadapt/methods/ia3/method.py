@@ -31,4 +31,5 @@ class IA3(PeftMethod):
     config_class = IA3MethodConfig
     summary = "(IA)³: learned scaling of keys, values and FFN activations (peft); merges into the weights"
     default_lr_field = "ia3_default_lr"
+    mergeable = True
     peft_config = staticmethod(ia3_config)

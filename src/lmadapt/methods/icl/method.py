@@ -13,10 +13,10 @@ from lmadapt.index import Embedder, MemoryIndex
 from lmadapt.methods.base import RunContext, TaskModelAdapted, fitted, task_model_for
 from lmadapt.methods.icl.config import ICLConfig
 from lmadapt.models.embed import FrozenEmbedder
-from lmadapt.models.task_model import TaskModel, context_window
+from lmadapt.models.task_model import PromptBuilder, TaskModel, context_window
 
 
-class DemoPrompter:
+class DemoPrompter(PromptBuilder):
     """Builds `demo_1 … demo_k + prompt(text)` within a token budget (most similar demo last)."""
 
     def __init__(self, tm: TaskModel, pool: list[Example], cfg: ICLConfig,
@@ -46,6 +46,17 @@ class DemoPrompter:
     def prefix_is_shared(self) -> bool:
         """True when every input gets the same demonstrations (scoring can cache them once)."""
         return self.cfg.selection == "random"
+
+    def shared_split(self, texts: list[str]) -> tuple[str, list[str]] | None:
+        """The demonstrations as the shared prefix, when every input gets the same ones (random
+        selection) and the token budget cut none of them."""
+        if not self.prefix_is_shared:
+            return None
+        parts = [self.split(t) for t in texts]
+        prefixes = {prefix for prefix, _ in parts}
+        if len(prefixes) != 1 or not parts[0][0]:
+            return None
+        return parts[0][0], [query for _, query in parts]
 
     def split(self, text: str) -> tuple[str, str]:
         """(demonstrations, query prompt) for one input; the prompt is their concatenation."""
@@ -102,6 +113,8 @@ class ICL:
     name = "icl"
     config_class = ICLConfig
     model_kinds = ("causal", "seq2seq")
+    task_kinds = ("classification", "generation")
+    trains = False
     summary = "k demonstrations in the prompt"
 
     def _adapt(self, task: Task, pool: list[Example], cfg: ICLConfig, ctx: RunContext) -> TaskModelAdapted:

@@ -21,4 +21,5 @@ class Lora(PeftMethod):
     config_class = LoraMethodConfig
     summary = "low-rank updates B·A on query/value projections (peft); merges into the weights"
     default_lr_field = "lora_default_lr"
+    mergeable = True
     peft_config = staticmethod(lora_config)

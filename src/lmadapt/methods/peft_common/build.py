@@ -132,15 +132,26 @@ def load_peft(method: str, artifact_dir: Path, task: Task, ctx: RunContext) -> T
     return adapted
 
 
+PEFT_METHODS: dict[str, type] = {}  # name → PeftMethod subclass; each subclass registers itself
+
+
 class PeftMethod:
     """A method that is one peft config trained with the shared loop. Subclasses set `name`,
     `config_class`, `summary`, `default_lr_field` (the config field used when lr=0) and
-    `peft_config(cfg, tm, task_type)`; fitting, saving and loading are the same for all."""
+    `peft_config(cfg, tm, task_type)`; fitting, saving and loading are the same for all. Every
+    subclass is also a possible distill student (`distill_student=NAME`)."""
+
+    def __init_subclass__(cls, **kwargs) -> None:
+        super().__init_subclass__(**kwargs)
+        PEFT_METHODS[cls.name] = cls
 
     name: str
     config_class: type
     summary: str
     default_lr_field: str
+    model_kinds: tuple[str, ...] = ("encoder", "causal", "seq2seq")
+    task_kinds: tuple[str, ...] = ("classification", "generation")
+    trains = True
 
     def peft_config(self, cfg: Any, tm: TaskModel, task_type: TaskType) -> PeftConfig:
         raise NotImplementedError

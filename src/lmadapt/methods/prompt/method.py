@@ -23,4 +23,5 @@ class Prompt(PeftMethod):
     config_class = PromptMethodConfig
     summary = "prompt tuning: trained virtual-token embeddings before the input (peft)"
     default_lr_field = "prompt_default_lr"
+    merge_note = "prompt tuning adds virtual input tokens, not a weight update"
     peft_config = staticmethod(prompt_config)

@@ -34,7 +34,7 @@ from lmadapt.decoding.engine import left_pad, pad_id_of, position_ids_for
 from lmadapt.decoding.scoring import next_token_logprobs
 from lmadapt.errors import LmadaptError
 from lmadapt.eval.metrics import score_predictions
-from lmadapt.methods.base import RunContext, task_model_for
+from lmadapt.methods.base import Adapted, RunContext, task_model_for
 from lmadapt.methods.full import Full, FullConfig
 from lmadapt.methods.lora import Lora, LoraMethodConfig
 from lmadapt.methods.proxy.config import ProxyConfig
@@ -124,7 +124,7 @@ def mean_label_margins(parts: dict[str, torch.Tensor], alpha_run: float) -> dict
     return {name: float((m[:, 0] - m[:, 1]).mean()) for name, m in named.items()}
 
 
-class ProxyAdapted:
+class ProxyAdapted(Adapted):
     """The base steered by the expert/anti-expert pair; `tm` is the expert (what trained)."""
 
     def __init__(self, base: TaskModel, expert: TaskModel, anti_expert: torch.nn.Module | None,
@@ -218,6 +218,9 @@ class Proxy:
     name = "proxy"
     config_class = ProxyConfig
     model_kinds = ("causal",)
+    task_kinds = ("classification", "generation")
+    trains = True
+    demo_note = "needs a large base and a small model sharing its tokenizer (docs/proxy.md)"
     summary = "tune a small expert, steer the large base by expert - anti-expert logits (decoding time)"
 
     def fit(self, train: Task, eval_task: Task | None, cfg: ProxyConfig,

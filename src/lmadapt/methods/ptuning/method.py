@@ -20,4 +20,5 @@ class Ptuning(PeftMethod):
     config_class = PtuningMethodConfig
     summary = "P-tuning: virtual tokens from a trained prompt encoder (peft)"
     default_lr_field = "ptuning_default_lr"
+    merge_note = "P-tuning adds virtual input tokens, not a weight update"
     peft_config = staticmethod(ptuning_config)

@@ -23,9 +23,9 @@ from lmadapt.data.task import Task
 from lmadapt.errors import LmadaptError
 from lmadapt.index import Embedder, Hit, MemoryIndex, VectorIndex
 from lmadapt.index.embed import resolve_embedder
-from lmadapt.methods.base import RunContext, TaskModelAdapted, fitted, task_model_for
+from lmadapt.methods.base import Adapted, RunContext, TaskModelAdapted, fitted, task_model_for
 from lmadapt.methods.rag.config import RagConfig
-from lmadapt.models.task_model import TaskModel, context_window
+from lmadapt.models.task_model import PromptBuilder, TaskModel, context_window
 from lmadapt.utils import atomic_write_text
 
 ARTIFACT = "rag.json"
@@ -51,7 +51,7 @@ class Retriever:
         return self.index.embedder
 
 
-class ContextPrompter:
+class ContextPrompter(PromptBuilder):
     """Builds `Context: <chunks>` + prompt(text) within a token budget (a TaskModel.prompt_builder)."""
 
     def __init__(self, tm: TaskModel, retriever: Retriever, max_tokens: int) -> None:
@@ -90,7 +90,7 @@ def source_matches(source: str, gold: str) -> bool:
 
 
 @dataclass
-class RagAdapted:
+class RagAdapted(Adapted):
     """A TaskModel whose prompts carry retrieved context; reports retrieval figures."""
 
     inner: TaskModelAdapted
@@ -159,6 +159,8 @@ class Rag:
     name = "rag"
     config_class = RagConfig
     model_kinds = ("causal", "seq2seq")
+    task_kinds = ("classification", "generation")
+    trains = False
     summary = "top-k retrieved chunks (an index, or the training set) before each input"
 
     def _adapt(self, task: Task, cfg: RagConfig, ctx: RunContext, artifact: dict,

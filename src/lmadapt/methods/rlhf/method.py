@@ -21,7 +21,7 @@ from safetensors.torch import load_file, save_file
 from lmadapt.data.task import Task
 from lmadapt.errors import LmadaptError
 from lmadapt.eval.metrics import bootstrap_mean_ci
-from lmadapt.methods.base import RunContext
+from lmadapt.methods.base import Adapted, RunContext
 from lmadapt.methods.rlhf.common import save_backbone
 from lmadapt.methods.rlhf.config import PPOConfig
 from lmadapt.methods.rlhf.ppo import PolicyWithValue
@@ -49,7 +49,7 @@ class RlhfMethodConfig:
 
 
 @dataclass
-class RlhfAdapted:
+class RlhfAdapted(Adapted):
     """A PPO-tuned policy; quality is the reward of its sampled continuations.
 
     A policy loaded from a run folder holds only the reward's reference (`reward_ref`); the reward
@@ -90,7 +90,7 @@ class RlhfAdapted:
     def total_params(self) -> int:
         return count_params(self.policy)[1]
 
-    def evaluate(self, task: Task, seed: int = 0) -> tuple[list[str], dict]:
+    def evaluate(self, task: Task, seed: int = 0, batch_size: int = 32) -> tuple[list[str], dict]:
         prompts = [task.prompt(t) for t in task.texts()]
         result = evaluate_policy(self.policy, self.tokenizer, prompts, self.reward(), replace(self.cfg, eval_samples=1))
         rewards = result["rewards"]
@@ -119,10 +119,20 @@ class RlhfAdapted:
                   str(artifact_dir / "value_head.safetensors"))
 
 
+def _command_group():
+    from lmadapt.methods.rlhf.cli import rlhf_app
+
+    return rlhf_app
+
+
 class Rlhf:
     name = "rlhf"
     config_class = RlhfMethodConfig
     model_kinds = ("causal",)
+    task_kinds = ("prompts",)
+    trains = True
+    demo_note = "needs preference pairs and a reward model (docs/rlhf.md)"
+    command_group = staticmethod(_command_group)  # lmadapt rlhf reward | ppo | dpo
     summary = "PPO with a KL penalty against a reward (task of prompts)"
 
     def _policy(self, cfg: RlhfMethodConfig, ctx: RunContext, task: Task) -> tuple[PolicyWithValue, object, PPOConfig, object]:

@@ -27,6 +27,10 @@ class Unipelt:
     name = "unipelt"
     config_class = UnipeltMethodConfig
     summary = "UniPELT: LoRA + prefix + adapter, each behind a learned gate"
+    model_kinds = ("encoder", "causal", "seq2seq")
+    task_kinds = ("classification", "generation")
+    trains = True
+    merge_note = "its gates depend on the input and its adapter/prefix parts are not weight updates"
 
     def fit(self, train: Task, eval_task: Task | None, cfg: UnipeltMethodConfig,
             ctx: RunContext) -> tuple[TaskModelAdapted, TrainResult]:

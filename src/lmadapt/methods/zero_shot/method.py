@@ -12,8 +12,10 @@ from lmadapt.methods.zero_shot.config import ZeroShotConfig
 class ZeroShot:
     name = "zero-shot"
     config_class = ZeroShotConfig
-    model_kinds = ("causal", "seq2seq")
     summary = "prompt template only; no training"
+    model_kinds = ("causal", "seq2seq")
+    task_kinds = ("classification", "generation")
+    trains = False
 
     def fit(self, train: Task, eval_task: Task | None, cfg: ZeroShotConfig,
             ctx: RunContext) -> tuple[TaskModelAdapted, None]:

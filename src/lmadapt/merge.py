@@ -1,4 +1,5 @@
-"""Merge a LoRA / IA3 run into a plain HF model folder (peft merge_and_unload).
+"""`lmadapt merge`: fold a run's adapter into its base model, as a plain HF model folder (peft
+merge_and_unload), for the methods that declare `mergeable` (LoRA, IA3).
 
 LoRA: W ← W + (α/r) B A; (IA)³: W ← diag(l) W (K, V) or W diag(l_ff) (FFN). The merged folder
 loads with `AutoModelFor...from_pretrained` alone and gives the same outputs as base + adapter.
@@ -11,29 +12,20 @@ from pathlib import Path
 from peft import PeftModel
 
 from lmadapt.errors import LmadaptError
+from lmadapt.methods import REGISTRY, get_method
 from lmadapt.outdir import check_out
+from lmadapt.run import load_run, read_manifest
 from lmadapt.utils import atomic_dir
-
-MERGEABLE = ("lora", "ia3")
-WHY_NOT = {
-    "prefix": "prefix tuning adds key/value tokens, not a weight update",
-    "ptuning": "P-tuning adds virtual input tokens, not a weight update",
-    "prompt": "prompt tuning adds virtual input tokens, not a weight update",
-    "adapter": "bottleneck adapters add a non-linear branch, which no weight matrix can absorb",
-    "unipelt": "its gates depend on the input and its adapter/prefix parts are not weight updates",
-}
 
 
 def merge_run(run_dir: Path, out: Path, overwrite: bool = False, trust_remote_code: bool = False) -> Path:
     """Write run_dir's base model with its adapter merged in, as an HF model folder at out."""
-    from lmadapt.run import load_run, read_manifest
-
     manifest = read_manifest(Path(run_dir))
     method = manifest["method"]
     check_out(out, overwrite=overwrite, inputs=(run_dir, manifest["model"]["model"]))  # before the load
-    if method not in MERGEABLE:
-        reason = WHY_NOT.get(method, "it has no adapter weights")
-        raise LmadaptError(f"cannot merge a {method!r} run: {reason}; only {', '.join(MERGEABLE)} runs merge")
+    if not get_method(method).mergeable:
+        able = ", ".join(name for name, cls in REGISTRY.items() if cls.mergeable)
+        raise LmadaptError(f"cannot merge a {method!r} run: {get_method(method).merge_note}; only {able} runs merge")
     adapted, _, _ = load_run(Path(run_dir), device="cpu", trust_remote_code=trust_remote_code)
     model = adapted.tm.model
     if not isinstance(model, PeftModel):

@@ -233,7 +233,7 @@ def load_rationale_jsonl(path: str | Path, name: str | None = None) -> tuple[Tas
 def _task(examples: list[RationaleExample], name: str) -> Task:
     if not examples:
         raise LmadaptError(f"{name}: no examples; the file is empty")
-    return Task(name=name, kind="generation", examples=list(examples))
+    return Task(name=name, kind="rationale", examples=list(examples))
 
 
 def split_ref(ref: str | Path) -> tuple[Path, str] | None:
@@ -258,10 +258,11 @@ def _has_rationale_field(path: Path) -> bool:
     return isinstance(row, dict) and "rationale" in row and any(k in row for k in ("input", "question", "premise"))
 
 
-def maybe_rationale_task(ref: str | Path, name: str | None = None) -> Task | None:
+def maybe_rationale_task(ref: str | Path, spec: object = None, name: str | None = None) -> Task | None:
     """The rationale task ref names (DIR:SPLIT, or JSONL with input/label/rationale), else None.
 
-    This is the one hook `data.loaders.load_task` calls before its generic readers.
+    This is distill's `load_task`: the shared loader tries it before its generic readers whenever
+    distill is among the methods of a command (`spec`, the field mapping, does not apply here).
     """
     if (release := split_ref(ref)) is not None:
         return load_release(*release, name=name)[0]
