@@ -1,6 +1,6 @@
 """RLHF: PPO math against hand computations, KL = 0 at the reference, PPO raising a rule-based
-reward on a tiny Llama, Bradley-Terry and DPO losses by hand, reward-model / DPO runs end to end,
-and preference-file validation."""
+reward on a tiny Llama, Bradley-Terry and DPO losses by hand, reward-model / DPO / PPO runs end
+to end through `run.tune`, and preference-file validation."""
 
 from __future__ import annotations
 
@@ -13,10 +13,11 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from lmadapt.data.task import Example, Task
 from lmadapt.errors import LmadaptError
-from lmadapt.methods.rlhf.config import DPOConfig, PPOConfig, RewardConfig
-from lmadapt.methods.rlhf.data import PreferencePair, join_text, load_preferences, load_prompts
-from lmadapt.methods.rlhf.dpo import build_dpo_objective, dpo_loss, dpo_margins, train_dpo
+from lmadapt.methods.rlhf.config import DPOConfig, PPOConfig, RewardConfig, RlhfMethodConfig
+from lmadapt.methods.rlhf.data import join_text, load_preferences, load_prompts, preference_pair
+from lmadapt.methods.rlhf.dpo import build_dpo_objective, dpo_loss, dpo_margins
 from lmadapt.methods.rlhf.ppo import (
     KLController,
     gae,
@@ -33,10 +34,10 @@ from lmadapt.methods.rlhf.ppo_run import (
     load_policy,
     load_reward_fn,
     run_ppo_loop,
-    train_ppo,
 )
-from lmadapt.methods.rlhf.reward import bradley_terry_loss, load_reward_model, train_reward_model
+from lmadapt.methods.rlhf.reward import bradley_terry_loss, load_reward_model
 from lmadapt.models.load import ModelSpec
+from lmadapt.run import tune
 from lmadapt.train.config import TrainConfig
 from tiny import NEGATIVE, POSITIVE, toy_rows, write_jsonl
 
@@ -58,6 +59,14 @@ def toy_pairs(n: int, seed: int) -> list[dict]:
         bad = [rng.choice(NEGATIVE) if w in POSITIVE else w for w in words]
         rows.append({"prompt": "the movie", "chosen": row["text"], "rejected": " ".join(bad)})
     return rows
+
+
+def pair_task(rows: list[dict], name: str = "pairs") -> Task:
+    return Task(name, "preferences", [preference_pair(**r) for r in rows])
+
+
+def prompt_task(prompts: list[str], name: str = "prompts") -> Task:
+    return Task(name, "prompts", [Example(text=p, target="") for p in prompts])
 
 
 # ---- PPO math -------------------------------------------------------------------------------------
@@ -150,8 +159,8 @@ def test_lora_ppo_keeps_reference_and_writes_run(tiny_llama, tmp_path):
     reward_file.write_text("def reward(prompts, responses):\n"
                            "    return [float(r.split().count('good')) for r in responses]\n")
     cfg = PPOConfig(steps=2, rollout_batch=4, minibatch=2, ppo_epochs=1, lr=1e-2, max_new_tokens=4, lora_r=2)
-    record = train_ppo(ModelSpec(model=str(tiny_llama), device="cpu"), PROMPTS, PROMPTS[:4],
-                       f"{reward_file}:reward", cfg, tmp_path / "ppo", show_progress=False)
+    record = tune("rlhf", ModelSpec(model=str(tiny_llama), device="cpu"), prompt_task(PROMPTS), prompt_task(PROMPTS[:4]),
+                  RlhfMethodConfig.from_ppo(cfg, f"{reward_file}:reward"), TrainConfig(seed=cfg.seed), tmp_path / "ppo")
     run = tmp_path / "ppo"
     assert (run / "artifact" / "adapter" / "adapter_config.json").exists()
     assert (run / "artifact" / "value_head.safetensors").exists()
@@ -175,11 +184,11 @@ def test_bradley_terry_loss_by_hand():
 @pytest.mark.parametrize(("backbone", "adapter"), [("tiny_bert", "full"), ("tiny_llama", "lora")])
 def test_reward_model_learns_preferences(request, backbone, adapter, tmp_path):
     model_dir = request.getfixturevalue(backbone)
-    train_pairs = [PreferencePair(**r) for r in toy_pairs(64, seed=1)]
-    eval_pairs = [PreferencePair(**r) for r in toy_pairs(24, seed=2)]
+    train_pairs = pair_task(toy_pairs(64, seed=1))
+    eval_pairs = pair_task(toy_pairs(24, seed=2))
     train_cfg = TrainConfig(epochs=3, batch_size=8, lr=3e-3, warmup_ratio=0.0, max_length=32)
-    record = train_reward_model(ModelSpec(model=str(model_dir), device="cpu"), train_pairs, eval_pairs,
-                                RewardConfig(reward_adapter=adapter, reward_lora_r=4), train_cfg, tmp_path / "rm")
+    record = tune("reward", ModelSpec(model=str(model_dir), device="cpu"), train_pairs, eval_pairs,
+                  RewardConfig(reward_adapter=adapter, reward_lora_r=4), train_cfg, tmp_path / "rm")
     assert record.metric == "pairwise_accuracy" and record.score >= 0.8
     assert record.ci_low <= record.score <= record.ci_high
     scorer = load_reward_model(tmp_path / "rm", device="cpu")
@@ -201,13 +210,13 @@ def test_dpo_loss_by_hand():
 
 
 def test_dpo_reference_is_adapter_off_and_training_helps(tiny_llama, tmp_path):
-    train_pairs = [PreferencePair(**r) for r in toy_pairs(32, seed=1)]
-    eval_pairs = [PreferencePair(**r) for r in toy_pairs(16, seed=2)]
+    train_pairs = pair_task(toy_pairs(32, seed=1))
+    eval_pairs = pair_task(toy_pairs(16, seed=2))
     objective, _ = build_dpo_objective(ModelSpec(model=str(tiny_llama), device="cpu"), DPOConfig(), 32)
-    assert np.allclose(dpo_margins(objective, eval_pairs), 0.0, atol=1e-5)  # LoRA B = 0: policy = reference
+    assert np.allclose(dpo_margins(objective, eval_pairs.examples), 0.0, atol=1e-5)  # LoRA B = 0: policy = reference
     train_cfg = TrainConfig(epochs=3, batch_size=8, lr=2e-2, warmup_ratio=0.0, max_length=32)
-    record = train_dpo(ModelSpec(model=str(tiny_llama), device="cpu"), train_pairs, eval_pairs,
-                       DPOConfig(beta=0.5, dpo_lora_r=4), train_cfg, tmp_path / "dpo")
+    record = tune("dpo", ModelSpec(model=str(tiny_llama), device="cpu"), train_pairs, eval_pairs,
+                  DPOConfig(beta=0.5, dpo_lora_r=4), train_cfg, tmp_path / "dpo")
     assert record.extra["margin_after"] > record.extra["margin_before"]
     assert record.score >= 0.75
     assert (tmp_path / "dpo" / "artifact" / "adapter" / "adapter_model.safetensors").exists()

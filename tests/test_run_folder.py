@@ -149,16 +149,27 @@ def test_run_works_from_any_directory_and_moves_with_its_model(tiny_bert, toy_da
     assert adapted.predict(["good film"]) and not (work / "run").exists()
 
 
-def test_reward_run_stores_resolved_model_paths(tiny_bert, tmp_path, monkeypatch):
-    from lmadapt.methods.rlhf.common import write_manifest
+def test_reward_run_stores_resolved_model_paths(tiny_bert, tmp_path, monkeypatch, run_cli):
+    from lmadapt.data.task import Task
+    from lmadapt.methods.rlhf.config import RlhfMethodConfig
+    from lmadapt.models.load import ModelSpec
+    from lmadapt.run import _manifest as manifest_of
+    from lmadapt.train.config import TrainConfig
 
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text("".join(json.dumps({"prompt": f"p{i}", "chosen": "good", "rejected": "bad"}) + "\n"
+                             for i in range(8)))
     monkeypatch.chdir(tiny_bert.parent)
+    code, err = run_cli(["rlhf", "reward", "--model", tiny_bert.name, "--train", pairs, "--out", tmp_path / "rm",
+                         "--device", "cpu", "epochs=1", "batch_size=2"])
+    assert code == 0, err
+    assert _manifest(tmp_path / "rm")["model"]["model"] == str(tiny_bert)  # a reward run is a common run
     (tmp_path / "r.py").write_text("")
-    write_manifest(tmp_path, "rlhf-ppo", model={"model": tiny_bert.name, "dtype": "float32"}, base=tiny_bert.name,
-                   reward=f"{tmp_path / 'r.py'}:f")
-    saved = _manifest(tmp_path)
-    assert saved["model"]["model"] == saved["base"] == str(tiny_bert)
-    assert saved["reward"] == f"{tmp_path / 'r.py'}:f"
+    monkeypatch.chdir(tmp_path)
+    saved = manifest_of("rlhf", RlhfMethodConfig(rlhf_reward="r.py:f"), ModelSpec(model=str(tiny_bert)), TrainConfig(),
+                        Task.skeleton("p", "prompts", [], "{text}"))
+    assert saved["model"]["model"] == str(tiny_bert)
+    assert saved["method_config"]["rlhf_reward"] == f"{tmp_path / 'r.py'}:f"
 
 
 # ---- nothing in a run folder runs code -----------------------------------------------------
@@ -179,8 +190,8 @@ def test_loading_an_rlhf_run_never_imports_its_python_reward(tiny_llama, tmp_pat
     assert code == 0, err
     assert _manifest(run)["method_config"]["rlhf_reward"] == f"{tmp_path / 'reward.py'}:reward"  # resolved
     marker.unlink()  # training imported it; loading must not
-    line = _one_line(*run_cli(["predict", run, "--text", "the movie"]))
-    assert "an rlhf policy generates text" in line and not marker.exists()
+    code, err = run_cli(["predict", run, "--text", "the movie"])  # the policy generates; no reward needed
+    assert code == 0 and not marker.exists(), err
     line = _one_line(*run_cli(["eval", run, "--data", "p.jsonl"]))
     assert "is Python code, which is never imported from a run folder" in line and not marker.exists()
     assert f"pass --reward {tmp_path / 'reward.py'}:reward" in line

@@ -176,7 +176,7 @@ def eval_cmd(run_dir: Annotated[Path, typer.Argument(help="a tune output folder"
              output_field: OutputField = "output", device: DeviceOpt = "",
              batch_size: Annotated[int, typer.Option(help="prediction batch size")] = 32,
              as_json: Annotated[bool, typer.Option("--json", help="print the scores as JSON")] = False,
-             reward: Annotated[str, typer.Option(help="rlhf runs: the reward to score with (a `lmadapt rlhf reward` "
+             reward: Annotated[str, typer.Option(help="rlhf runs: the reward to score with (a `reward` run "
                                                      "folder, module:function or file.py:function); a run folder's "
                                                      "own Python reward is never imported without it")] = "",
              trust_remote_code: RemoteOpt = False) -> None:

@@ -66,8 +66,9 @@ def input_paths(model_ref: str, method_cfg: Any, *tasks: Any) -> set[str]:
     model folder, and any existing path named in the method config (a second model, documents)."""
     refs = {ex.source.rsplit(":", 1)[0] for task in tasks for ex in task.examples if ex.source}
     refs.add(model_ref)
-    if dataclasses.is_dataclass(method_cfg):
-        refs.update(v for v in dataclasses.asdict(method_cfg).values() if isinstance(v, str) and v)
+    if dataclasses.is_dataclass(method_cfg):  # a path, or the file of a `file.py:function` reference
+        values = [v for v in dataclasses.asdict(method_cfg).values() if isinstance(v, str) and v]
+        refs.update(values + [v.rsplit(":", 1)[0] for v in values if v.rsplit(":", 1)[0].endswith(".py")])
     return {ref for ref in refs if ref and Path(ref).exists()}
 
 

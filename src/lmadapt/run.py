@@ -33,7 +33,7 @@ from lmadapt.manifest import (
     section,
     store_path,
 )
-from lmadapt.methods import get_method
+from lmadapt.methods import get_method, retired_note
 from lmadapt.methods.base import Adapted, RunContext, check_capabilities
 from lmadapt.models.load import ModelSpec
 from lmadapt.outdir import input_paths
@@ -228,11 +228,8 @@ def read_manifest(run_dir: Path) -> dict:
     method = section(manifest, "method", path)
     if not isinstance(method, str) or not method:
         raise LmadaptError(f"{path}: method = {method!r} is not a method name")
-    if method.startswith("rlhf-"):
-        stage = method.removeprefix("rlhf-")
-        raise LmadaptError(f"{run_dir} holds an `lmadapt rlhf {stage}` run, not a tune run; "
-                           + ("use it as --reward of `lmadapt rlhf ppo`" if stage == "reward" else
-                              f"use `lmadapt generate BASE --anti-expert BASE --expert-adapter {run_dir}/artifact/adapter`"))
+    if (note := retired_note(method)) is not None:
+        raise LmadaptError(f"{run_dir} {note}")
     for key in ("method_config", "model", "train", "task"):
         if not isinstance(section(manifest, key, path), dict):
             raise LmadaptError(f"{path}: section {key!r} must be an object, found {type(manifest[key]).__name__}")
@@ -246,7 +243,8 @@ def load_run(run_dir: Path, device: str | None = None, trust_remote_code: bool =
 
     A run folder is data: its manifest never turns on `trust_remote_code` (only the caller's
     `trust_remote_code`, e.g. `--trust-remote-code`, does) and loading imports no code it names
-    (an rlhf run's Python reward is imported only when `lmadapt eval --reward` asks for it).
+    (an rlhf run's Python reward is imported only when `lmadapt eval --reward` asks for it; its
+    reward run folder is loaded by the reward method on first use).
     Relative paths in the manifest are looked up inside run_dir first."""
     run_dir = Path(run_dir)
     manifest = read_manifest(run_dir)

@@ -38,6 +38,31 @@ class Example:
     source: str = ""  # "file:line" for error messages
     gold_source: str = ""  # optional: where the answer lives (retrieval recall@k for rag)
 
+    @property
+    def key(self) -> str:
+        """What makes two rows the same example (duplicates, train/eval overlap, the split)."""
+        return self.text
+
+
+@dataclass(frozen=True)
+class PreferenceExample(Example):
+    """A preference pair: for the prompt (`text`), the response `target` (chosen) is preferred
+    over `rejected`. Many pairs may share a prompt; the pair as a whole is the example."""
+
+    rejected: str = ""
+
+    @property
+    def prompt(self) -> str:
+        return self.text
+
+    @property
+    def chosen(self) -> str:
+        return self.target
+
+    @property
+    def key(self) -> str:
+        return "\x00".join((self.text, self.target, self.rejected))
+
 
 @dataclass
 class Task:
@@ -147,20 +172,21 @@ class Task:
 
 def duplicate_count(task: Task) -> int:
     """Rows whose text repeats an earlier row's text (0 when every text is distinct)."""
-    return len(task.examples) - len(set(task.texts()))
+    return len(task.examples) - len({ex.key for ex in task.examples})
 
 
 def overlap_count(train: Task, evals: Task) -> int:
     """Eval rows whose text also appears in the training data (leaked into training)."""
-    seen = set(train.texts())
-    return sum(ex.text in seen for ex in evals.examples)
+    seen = {ex.key for ex in train.examples}
+    return sum(ex.key in seen for ex in evals.examples)
 
 
 def split_task(task: Task, eval_fraction: float, seed: int) -> tuple[Task, Task]:
     """Split one task into train and eval parts with a seeded shuffle.
 
-    All copies of a text land on the same side, so eval never scores a text trained on; with
-    distinct texts this is exactly the first `eval_fraction` of the shuffled rows.
+    All copies of a text (of a pair, for preferences: `Example.key`) land on the same side, so
+    eval never scores an example trained on; with distinct examples this is exactly the first
+    `eval_fraction` of the shuffled rows.
     """
     if not 0.0 < eval_fraction < 1.0:
         raise LmadaptError(f"--eval-split must be between 0 and 1, got {eval_fraction}")
@@ -169,7 +195,7 @@ def split_task(task: Task, eval_fraction: float, seed: int) -> tuple[Task, Task]
     n_eval = max(1, round(len(order) * eval_fraction))
     copies: dict[str, list[int]] = {}
     for i in order:
-        copies.setdefault(task.examples[i].text, []).append(i)
+        copies.setdefault(task.examples[i].key, []).append(i)
     eval_ids: list[int] = []
     for group in copies.values():  # groups in shuffled order of their first row
         if len(eval_ids) >= n_eval:

@@ -17,7 +17,9 @@ from lmadapt.methods.prompt import Prompt
 from lmadapt.methods.proxy import Proxy
 from lmadapt.methods.ptuning import Ptuning
 from lmadapt.methods.rag import Rag
+from lmadapt.methods.rlhf.dpo import DPO
 from lmadapt.methods.rlhf.method import Rlhf
+from lmadapt.methods.rlhf.reward import Reward
 from lmadapt.methods.unipelt import Unipelt
 from lmadapt.methods.zero_shot import ZeroShot
 
@@ -36,6 +38,8 @@ REGISTRY: dict[str, type] = {
     "adapter": Adapter,
     "unipelt": Unipelt,
     "proxy": Proxy,
+    "reward": Reward,
+    "dpo": DPO,
     "rlhf": Rlhf,
     "distill": Distill,
 }
@@ -54,6 +58,20 @@ def get_method(name: str) -> Method:
     return REGISTRY[name]()
 
 
+# run folders of older lmadapt versions, written under names that are no methods now
+RETIRED = {"rlhf-reward": ("lmadapt rlhf reward", "reward"), "rlhf-dpo": ("lmadapt rlhf dpo", "dpo"),
+           "rlhf-ppo": ("lmadapt rlhf ppo", "rlhf")}
+
+
+def retired_note(name: str) -> str | None:
+    """What to do with a run folder an older lmadapt wrote under the retired method `name`."""
+    if name not in RETIRED:
+        return None
+    command, method = RETIRED[name]
+    return (f"holds an `{command}` run, not a tune run: an older lmadapt wrote it; re-run `{command}` "
+            f"(or `lmadapt tune --method {method}`) to get a run folder that eval, predict and compare open")
+
+
 def task_readers(names: list[str]) -> list:
     """The `load_task` readers (data layouts of their own) of the named methods, in order."""
     readers = []
@@ -64,4 +82,4 @@ def task_readers(names: list[str]) -> list:
     return readers
 
 
-__all__ = ["Adapted", "Method", "REGISTRY", "RunContext", "get_method", "task_readers"]
+__all__ = ["Adapted", "Method", "REGISTRY", "RunContext", "get_method", "retired_note", "task_readers"]

@@ -1,12 +1,18 @@
-"""RLHF: a reward model (Bradley-Terry), PPO with a KL penalty to a reference, and DPO.
+"""RLHF as three registered methods, each through `run.tune` and the common run folder:
 
-- `reward.train_reward_model` / `lmadapt rlhf reward`: scalar-head reward model on any backbone;
-- `ppo_run.train_ppo` / `lmadapt rlhf ppo`: our own PPO (the math is in `ppo.py`);
-- `dpo.train_dpo` / `lmadapt rlhf dpo`: DPO on the same preference pairs.
-See docs/rlhf.md.
+- `reward` (`reward.Reward`): scalar-head reward model, Bradley-Terry loss, preference pairs;
+- `dpo` (`dpo.DPO`): DPO on the same preference pairs;
+- `rlhf` (`method.Rlhf`): our own PPO (the math is in `ppo.py`) on a task of prompts.
+`lmadapt rlhf reward | ppo | dpo` (`cli.py`) are aliases of `lmadapt tune`. See docs/rlhf.md.
 """
 
 from lmadapt.methods.rlhf.config import DPOConfig, PPOConfig, RewardConfig
-from lmadapt.methods.rlhf.data import PreferencePair, load_preferences, load_prompts
+from lmadapt.methods.rlhf.data import (
+           load_preferences,
+           load_prompts,
+           preference_pair,
+           read_preferences,
+)
 
-__all__ = ["DPOConfig", "PPOConfig", "PreferencePair", "RewardConfig", "load_preferences", "load_prompts"]
+__all__ = ["DPOConfig", "PPOConfig", "RewardConfig", "load_preferences", "load_prompts", "preference_pair",
+           "read_preferences"]

@@ -1,12 +1,15 @@
-"""Settings of the three RLHF stages: reward model, PPO and DPO (flat dataclasses with help text).
+"""Settings of the three RLHF methods (flat dataclasses with help text): `reward`
+(RewardConfig), `dpo` (DPOConfig) and `rlhf` (RlhfMethodConfig: PPOConfig's settings named
+`rlhf_<setting>` for tune/compare, plus the reward).
 
-The CLI (`lmadapt rlhf reward|ppo|dpo ... key=value`), YAML files and the Python API all build
-these same classes; `__post_init__` rejects bad values with one-line errors.
+The CLI (`lmadapt tune ... key=value`, `lmadapt rlhf reward|ppo|dpo ... key=value`), YAML files
+and the Python API all build these same classes; `__post_init__` rejects bad values with
+one-line errors.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 from lmadapt.errors import LmadaptError
 
@@ -91,3 +94,50 @@ class DPOConfig:
         _check([(self.beta > 0, f"beta must be > 0, got {self.beta}"),
                 (self.dpo_adapter in ("full", "lora"), f"dpo_adapter must be full or lora, got {self.dpo_adapter!r}"),
                 (self.dpo_lora_r >= 1, f"dpo_lora_r must be >= 1, got {self.dpo_lora_r}")])
+
+
+PREFIX = "rlhf_"  # tune's names for PPOConfig's settings (seed comes from the train settings)
+
+
+@dataclass
+class RlhfMethodConfig:
+    """PPO settings for `rlhf` in tune/compare: PPOConfig's, each named `rlhf_<setting>`."""
+
+    rlhf_reward: str = field(default="", metadata={"path": True, "help": "reward: a `reward` run folder (`lmadapt rlhf reward` / `tune --method reward`), module:function or file.py:function"})
+    rlhf_steps: int = field(default=20, metadata={"help": "PPO steps (one rollout batch + its updates each)"})
+    rlhf_rollout_batch: int = field(default=8, metadata={"help": "prompts sampled per PPO step"})
+    rlhf_minibatch: int = field(default=0, metadata={"help": "rollouts per gradient step (0 = min(4, rlhf_rollout_batch))"})
+    rlhf_ppo_epochs: int = field(default=2, metadata={"help": "passes over each rollout batch"})
+    rlhf_kl_coef: float = field(default=0.1, metadata={"help": "KL penalty β"})
+    rlhf_kl_target: float = field(default=0.0, metadata={"help": "target KL per sequence for the adaptive β (0 = fixed β)"})
+    rlhf_kl_horizon: int = field(default=10000, metadata={"help": "adaptive-β horizon in rollouts"})
+    rlhf_lr: float = field(default=1e-4, metadata={"help": "policy learning rate"})
+    rlhf_max_grad_norm: float = field(default=1.0, metadata={"help": "PPO gradient clipping norm (0 = off)"})
+    rlhf_max_new_tokens: int = field(default=24, metadata={"help": "tokens generated per rollout (and by predict)"})
+    rlhf_temperature: float = field(default=1.0, metadata={"help": "sampling temperature of rollouts"})
+    rlhf_gamma: float = field(default=1.0, metadata={"help": "GAE discount γ"})
+    rlhf_lam: float = field(default=0.95, metadata={"help": "GAE λ"})
+    rlhf_clip_range: float = field(default=0.2, metadata={"help": "policy ratio clip ε"})
+    rlhf_clip_range_value: float = field(default=0.2, metadata={"help": "value clip ε_v around the rollout values"})
+    rlhf_value_coef: float = field(default=0.5, metadata={"help": "weight of the value loss"})
+    rlhf_entropy_coef: float = field(default=0.0, metadata={"help": "entropy bonus weight"})
+    rlhf_whiten_rewards: bool = field(default=True, metadata={"help": "scale per-token rewards to unit variance per batch"})
+    rlhf_adapter: str = field(default="lora", metadata={"help": "lora | full policy"})
+    rlhf_lora_r: int = field(default=8, metadata={"help": "LoRA rank of the policy"})
+    rlhf_lora_targets: str = field(default="qv", metadata={"help": "qv | all-linear"})
+    rlhf_max_prompt_length: int = field(default=64, metadata={"help": "longest prompt in tokens (left-truncated)"})
+    rlhf_eval_samples: int = field(default=1, metadata={"help": "sampled continuations per held-out prompt"})
+
+    def __post_init__(self) -> None:
+        self.ppo(0)  # PPOConfig's checks, before any work
+
+    def ppo(self, seed: int) -> PPOConfig:
+        values = {f.name: getattr(self, PREFIX + f.name) for f in fields(PPOConfig) if f.name != "seed"}
+        values["minibatch"] = values["minibatch"] or min(4, self.rlhf_rollout_batch)
+        return PPOConfig(**values, seed=seed)
+
+    @classmethod
+    def from_ppo(cls, ppo: PPOConfig, reward: str) -> RlhfMethodConfig:
+        """The method config of `lmadapt rlhf ppo`'s settings."""
+        return cls(rlhf_reward=reward, **{PREFIX + f.name: getattr(ppo, f.name) for f in fields(PPOConfig)
+                                          if f.name != "seed"})

@@ -1,30 +1,27 @@
 """Preference pairs (prompt, chosen, rejected) and prompt files, validated row by row.
 
-Preference files are JSONL/CSV/Parquet rows with `prompt`, `chosen`, `rejected` fields; prompt
-files have a `prompt` (or `text`) field, or are plain text with one prompt per line. Every bad
-row is reported as `file:line: what is wrong; how to fix it`.
+Preference files are JSONL/CSV/Parquet rows with `prompt`, `chosen`, `rejected` fields, read
+into a task of kind `preferences` (`PreferenceExample`: text = prompt, target = chosen, plus
+rejected) by `read_preferences`, the `load_task` of the methods `reward` and `dpo`; prompt files
+have a `prompt` (or `text`) field, or are plain text with one prompt per line. Every bad row is
+reported as `file:line: what is wrong; how to fix it`.
 """
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass
 from pathlib import Path
 
 from lmadapt.data.loaders import read_rows
+from lmadapt.data.task import PreferenceExample, Task
 from lmadapt.errors import LmadaptError
 
 PAIR_FIELDS = ("prompt", "chosen", "rejected")
+TABLE_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
 
 
-@dataclass(frozen=True)
-class PreferencePair:
+def preference_pair(prompt: str, chosen: str, rejected: str, source: str = "") -> PreferenceExample:
     """One comparison: for `prompt`, the response `chosen` is preferred over `rejected`."""
-
-    prompt: str
-    chosen: str
-    rejected: str
-    source: str = ""  # "file:line" for error messages
+    return PreferenceExample(text=prompt, target=chosen, source=source, rejected=rejected)
 
 
 def join_text(prompt: str, response: str) -> str:
@@ -50,7 +47,7 @@ def _text_field(row: dict, name: str, where: str, allow_empty: bool = False) -> 
     return value
 
 
-def load_preferences(path: str | Path) -> list[PreferencePair]:
+def load_preferences(path: str | Path) -> list[PreferenceExample]:
     """Read preference pairs; errors name the file and line. The prompt may be empty."""
     path = Path(path)
     pairs = []
@@ -61,10 +58,39 @@ def load_preferences(path: str | Path) -> list[PreferencePair]:
         rejected = _text_field(row, "rejected", where)
         if chosen == rejected:
             raise LmadaptError(f"{where}: 'chosen' and 'rejected' are the same text; a pair must differ")
-        pairs.append(PreferencePair(prompt, chosen, rejected, where))
+        pairs.append(preference_pair(prompt, chosen, rejected, where))
     if not pairs:
         raise LmadaptError(f"{path}: no preference pairs; the file is empty")
     return pairs
+
+
+def _holds_pairs(path: Path) -> bool:
+    """Whether the first row of a data file has `chosen` and `rejected` fields."""
+    if not path.is_file() or path.suffix.lower() not in TABLE_SUFFIXES:
+        return False
+    try:
+        first = next(iter(read_rows(path)), None)
+    except LmadaptError:
+        return False  # the generic loader reports what is wrong with the file
+    return first is not None and "chosen" in first[1] and "rejected" in first[1]
+
+
+def read_preferences(ref: str | Path, spec: object = None, name: str | None = None) -> Task | None:
+    """The `load_task` of `reward` and `dpo`: a task of preference pairs when the data is asked
+    for as `--kind preferences` or its rows have chosen/rejected fields; None otherwise (the
+    field mapping of `spec` does not apply: the fields are prompt, chosen, rejected)."""
+    kind = getattr(spec, "kind", "auto")
+    if kind not in ("auto", "preferences") or (kind == "auto" and not _holds_pairs(Path(ref))):
+        return None
+    return Task(name=name or Path(ref).stem, kind="preferences", examples=load_preferences(ref))
+
+
+def pairs_of(task: Task) -> list[PreferenceExample]:
+    """task's examples as preference pairs; one line when it holds something else."""
+    if not all(isinstance(ex, PreferenceExample) for ex in task.examples):
+        raise LmadaptError(f"task {task.name!r} holds no preference pairs; give rows with prompt, chosen, "
+                           "rejected fields (--kind preferences)")
+    return list(task.examples)  # type: ignore[arg-type]
 
 
 def load_prompts(path: str | Path, field_name: str = "prompt") -> list[str]:
@@ -82,8 +108,3 @@ def load_prompts(path: str | Path, field_name: str = "prompt") -> list[str]:
     if not prompts:
         raise LmadaptError(f"{path}: no prompts; the file is empty")
     return prompts
-
-
-def write_jsonl(path: Path, rows: list[dict]) -> None:
-    """Rows as JSON lines (plain write; callers write inside an atomic run folder)."""
-    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")

@@ -1,4 +1,5 @@
-"""DPO: preference tuning without a reward model or rollouts (Rafailov et al., 2023, arXiv 2305.18290).
+"""Method `dpo`: preference tuning without a reward model or rollouts (Rafailov et al., 2023,
+arXiv 2305.18290), on a task of preference pairs.
 
 Eq. 7 of the paper, with y_w the chosen and y_l the rejected response:
 
@@ -9,44 +10,40 @@ model with its LoRA adapter disabled (no second copy), or from a frozen copy for
 they are computed in eval mode (no dropout) under no_grad inside `loss`.
 The run's score is the held-out preference accuracy of the implicit reward
 r̂(x, y) = β (log π_θ(y|x) − log π_ref(y|x)): the fraction of pairs with r̂(x, y_w) > r̂(x, y_l).
+The tuned policy `predict`s by generating a response to each prompt (greedy).
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
-import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from peft import TaskType
+from peft import PeftModel, TaskType
 from transformers import PreTrainedTokenizerBase
 
+from lmadapt.data.task import PreferenceExample, Task
+from lmadapt.decoding import GenerationConfig, generate
 from lmadapt.decoding.engine import left_pad
+from lmadapt.methods.base import Adapted, RunContext, with_default_lr
 from lmadapt.methods.rlhf.common import (
     add_lora,
-    make_record,
+    load_backbone,
+    pair_scores,
     save_backbone,
     sequence_logps,
-    store_record,
-    write_manifest,
 )
 from lmadapt.methods.rlhf.config import DPOConfig
-from lmadapt.methods.rlhf.data import PreferencePair, join_text
-from lmadapt.models.load import (
-    ModelSpec,
-    load_causal_lm,
-)
+from lmadapt.methods.rlhf.data import join_text, pairs_of, read_preferences
+from lmadapt.models.load import ModelSpec, count_params, load_causal_lm
 from lmadapt.models.scoring import encode_pair
-from lmadapt.report.record import PeakMemory, RunRecord
-from lmadapt.train.config import TrainConfig
-from lmadapt.train.loop import train
-from lmadapt.utils import atomic_dir, seed_everything
-
-METHOD = "rlhf-dpo"
+from lmadapt.train.loop import TrainResult, train
+from lmadapt.utils import seed_everything
 
 
 def dpo_loss(policy_chosen: torch.Tensor, policy_rejected: torch.Tensor, ref_chosen: torch.Tensor,
@@ -74,7 +71,7 @@ class DPOLoss:
     max_length: int = 256
     reference: torch.nn.Module | None = field(default=None, repr=False)  # frozen copy (full tuning)
 
-    def collate(self, pairs: list[PreferencePair]) -> dict[str, torch.Tensor]:
+    def collate(self, pairs: list[PreferenceExample]) -> dict[str, torch.Tensor]:
         """Rows [0, B) prompt+chosen, rows [B, 2B) prompt+rejected, left-padded: (2B, T) each.
 
         loss_mask marks the response tokens (and the EOS appended after them)."""
@@ -117,7 +114,7 @@ class DPOLoss:
 
 
 @torch.no_grad()
-def dpo_margins(objective: DPOLoss, pairs: list[PreferencePair], batch_size: int = 16) -> np.ndarray:
+def dpo_margins(objective: DPOLoss, pairs: list[PreferenceExample], batch_size: int = 16) -> np.ndarray:
     """Implicit-reward margin r̂(x, y_w) − r̂(x, y_l) of each pair: (N,)."""
     objective.model.eval()
     device = next(objective.model.parameters()).device
@@ -142,32 +139,83 @@ def build_dpo_objective(spec: ModelSpec, cfg: DPOConfig, max_length: int) -> tup
     return DPOLoss(model, tokenizer, cfg.beta, max_length, reference), ref
 
 
-def train_dpo(spec: ModelSpec, train_pairs: list[PreferencePair], eval_pairs: list[PreferencePair],
-              cfg: DPOConfig, train_cfg: TrainConfig, out: Path, task: str = "preferences",
-              overwrite: bool = False, inputs: tuple[str, ...] = ()) -> RunRecord:
-    """DPO on preference pairs; writes out/record.json (score = implicit-reward pair accuracy), artifact."""
-    with atomic_dir(Path(out), overwrite=overwrite, inputs=(*inputs, spec.model)) as work, PeakMemory() as memory:
-        seed_everything(train_cfg.seed)
-        objective, ref = build_dpo_objective(spec, cfg, train_cfg.max_length)
-        before = dpo_margins(objective, eval_pairs, train_cfg.eval_batch_size)
+@dataclass
+class DPOAdapted(Adapted):
+    """A DPO-tuned policy: `predict` generates a response to each prompt (greedy, up to
+    max_new_tokens); `evaluate` scores held-out pairs by the implicit reward's accuracy."""
+
+    objective: DPOLoss
+    max_new_tokens: int = 32
+    template: str = "{text}"
+    trainable_params: int = 0
+    total_params: int = 0
+    before: np.ndarray | None = field(default=None, repr=False)  # held-out margins before training
+    after: np.ndarray | None = field(default=None, repr=False)
+
+    @torch.inference_mode()
+    def predict(self, texts: list[str], batch_size: int = 16) -> list[str]:
+        self.objective.model.eval()
+        prompts = [self.template.replace("{text}", t) for t in texts]
+        return generate(self.objective.model, self.objective.tokenizer, prompts,
+                        GenerationConfig(max_new_tokens=self.max_new_tokens), batch_size)
+
+    def evaluate(self, task: Task, seed: int = 0, batch_size: int = 32) -> tuple[list[str], dict[str, Any]]:
+        """Predictions are the response the implicit reward prefers; score = its pair accuracy."""
+        pairs = pairs_of(task)
+        self.after = dpo_margins(self.objective, pairs, batch_size)
+        correct = self.after > 0
+        return ([p.chosen if ok else p.rejected for p, ok in zip(pairs, correct, strict=True)],
+                pair_scores("implicit_reward_accuracy", correct, seed))
+
+    def figures(self, task: Task) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        if self.before is not None and len(self.before):
+            out.update(margin_before=float(self.before.mean()), accuracy_before=float((self.before > 0).mean()))
+        if self.after is not None and len(self.after):
+            out.update(margin_after=float(self.after.mean()),
+                       eval_loss_after=float(np.logaddexp(0.0, -self.after).mean()))  # −log σ(margin)
+        return out
+
+    def save(self, artifact_dir: Path) -> None:
+        artifact_dir.mkdir(parents=True, exist_ok=True)
+        save_backbone(self.objective.model, self.objective.tokenizer, artifact_dir)
+
+
+class DPO:
+    name = "dpo"
+    config_class = DPOConfig
+    summary = "DPO: a causal LM tuned on preference pairs, no reward model"
+    model_kinds = ("causal",)
+    task_kinds = ("preferences",)
+    trains = True
+    merge_note = "its policy is already a PEFT folder (artifact/adapter) or a whole model (artifact/model)"
+    demo_note = "needs preference pairs (docs/rlhf.md)"
+    load_task = staticmethod(read_preferences)  # prompt/chosen/rejected rows
+
+    def fit(self, train_task: Task, eval_task: Task | None, cfg: DPOConfig,
+            ctx: RunContext) -> tuple[DPOAdapted, TrainResult]:
+        seed_everything(ctx.train.seed)
+        objective, _ = build_dpo_objective(ctx.model, cfg, ctx.train.max_length)
+        held_out = pairs_of(eval_task) if eval_task is not None else []
+        before = dpo_margins(objective, held_out, ctx.train.eval_batch_size) if held_out else None
         default_lr = cfg.dpo_default_lr if cfg.dpo_adapter == "lora" else cfg.dpo_default_lr / 50
-        train_cfg = replace(train_cfg, lr=train_cfg.lr or default_lr)
-        result = train(objective, train_pairs, train_cfg, work)
-        began = time.perf_counter()
-        after = dpo_margins(objective, eval_pairs, train_cfg.eval_batch_size)
-        eval_seconds = time.perf_counter() - began
-        folder = save_backbone(objective.model, objective.tokenizer, work / "artifact")
-        write_manifest(work, METHOD, model=asdict(spec), base=ref, artifact=folder, method_config=asdict(cfg),
-                       max_length=train_cfg.max_length)
-        extra = {"margin_before": float(before.mean()), "margin_after": float(after.mean()),
-                 "accuracy_before": float((before > 0).mean()),
-                 "eval_loss_after": float(np.logaddexp(0.0, -after).mean())}  # −log σ(margin)
-        record = make_record(METHOD, spec, task, "implicit_reward_accuracy", (after > 0).astype(float),
-                             objective.model, work, train_cfg.seed, result.seconds, memory.peak,
-                             {"method": asdict(cfg), "train": asdict(train_cfg)}, extra, len(train_pairs),
-                             result.steps, result.losses[-1] if result.losses else None,
-                             result.tokens_per_second, eval_seconds)
-        store_record(record, work)
-    return record
+        train_cfg = with_default_lr(ctx.train, default_lr)
 
+        def eval_fn(epoch: int) -> dict:
+            return {"score": float((dpo_margins(objective, held_out, train_cfg.eval_batch_size) > 0).mean())}
+        result = train(objective, pairs_of(train_task), train_cfg, ctx.work_dir, eval_fn if held_out else None)
+        adapted = DPOAdapted(objective, ctx.train.max_new_tokens, train_task.template,
+                             *count_params(objective.model), before=before)
+        return adapted, result
 
+    def load(self, artifact_dir: Path, task: Task, cfg: DPOConfig, ctx: RunContext) -> DPOAdapted:
+        """The saved policy (base + artifact/adapter, or artifact/model with the base as reference)."""
+        base, tokenizer, ref = load_causal_lm(ctx.model, "DPO")
+        device = ctx.model.torch_device()
+
+        def load(path: str) -> torch.nn.Module:
+            return base if path == ref else load_causal_lm(ModelSpec(**{**ctx.model.__dict__, "model": path}), "DPO")[0]
+        policy = load_backbone(artifact_dir, ref, load).to(device).eval()
+        reference = None if isinstance(policy, PeftModel) else base.requires_grad_(False).eval()
+        objective = DPOLoss(policy, tokenizer, cfg.beta, ctx.train.max_length, reference)
+        return DPOAdapted(objective, ctx.train.max_new_tokens, task.template or "{text}", *count_params(policy))

@@ -1,56 +1,40 @@
-"""Method `rlhf` for tune/compare: PPO against a reward on a task of prompts.
+"""Method `rlhf`: PPO against a reward on a task of prompts.
 
 The task is a prompts file (`--kind prompts`, one `text` per row); the training prompts drive the
 PPO rollouts and the eval prompts are scored after training. The run's score is the mean
 held-out reward (with a bootstrap CI) of sampled continuations, and `record.extra` carries the
-mean KL(π‖π_ref) and the held-out reward before training. With a LoRA policy the reference is the
-same model with the adapter off, so no second copy is held.
+mean KL(π‖π_ref), the held-out reward and KL before training and the training curve's ends.
+With a LoRA policy the reference is the same model with the adapter off, so no second copy is
+held. `lmadapt rlhf ppo` is this method under PPOConfig's unprefixed setting names.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
-from peft import PeftModel
 from safetensors.torch import load_file, save_file
+from transformers import AutoModelForCausalLM
 
 from lmadapt.data.task import Task
+from lmadapt.decoding import GenerationConfig, generate
 from lmadapt.errors import LmadaptError
-from lmadapt.eval.metrics import bootstrap_mean_ci
 from lmadapt.methods.base import Adapted, RunContext
-from lmadapt.methods.rlhf.common import save_backbone
-from lmadapt.methods.rlhf.config import PPOConfig
+from lmadapt.methods.rlhf.common import load_backbone, save_backbone
+from lmadapt.methods.rlhf.config import PREFIX, PPOConfig, RlhfMethodConfig
 from lmadapt.methods.rlhf.ppo import PolicyWithValue
 from lmadapt.methods.rlhf.ppo_run import evaluate_policy, load_policy, load_reward_fn, run_ppo_loop
-from lmadapt.models.load import count_params
+from lmadapt.models.load import count_params, load_tokenizer, resolve_model_ref
 from lmadapt.train.loop import TrainResult
 
 
 @dataclass
-class RlhfMethodConfig:
-    """PPO settings for `rlhf` in tune/compare (the full set is on `lmadapt rlhf ppo`)."""
-
-    rlhf_reward: str = field(default="", metadata={"path": True, "help": "reward: a `lmadapt rlhf reward` run folder, module:function or file.py:function"})
-    rlhf_steps: int = field(default=20, metadata={"help": "PPO steps (one rollout batch + its updates each)"})
-    rlhf_rollout_batch: int = field(default=8, metadata={"help": "prompts sampled per PPO step"})
-    rlhf_kl_coef: float = field(default=0.1, metadata={"help": "KL penalty β"})
-    rlhf_lr: float = field(default=1e-4, metadata={"help": "policy learning rate"})
-    rlhf_max_new_tokens: int = field(default=24, metadata={"help": "tokens generated per rollout"})
-    rlhf_lora_r: int = field(default=8, metadata={"help": "LoRA rank of the policy"})
-
-    def ppo(self, seed: int) -> PPOConfig:
-        return PPOConfig(steps=self.rlhf_steps, rollout_batch=self.rlhf_rollout_batch, kl_coef=self.rlhf_kl_coef,
-                         lr=self.rlhf_lr, max_new_tokens=self.rlhf_max_new_tokens, lora_r=self.rlhf_lora_r,
-                         minibatch=min(4, self.rlhf_rollout_batch), seed=seed)
-
-
-@dataclass
 class RlhfAdapted(Adapted):
-    """A PPO-tuned policy; quality is the reward of its sampled continuations.
+    """A PPO-tuned policy; quality is the reward of its sampled continuations, and `predict`
+    generates a response to each prompt (greedy).
 
     A policy loaded from a run folder holds only the reward's reference (`reward_ref`); the reward
     is loaded when a score is asked for, and a Python reward (`file.py:function`,
@@ -62,13 +46,15 @@ class RlhfAdapted(Adapted):
     reward_fn: object | None
     cfg: PPOConfig
     before: dict | None = None
+    log: list[dict] = field(default_factory=list)
     last_kl: float = 0.0
     reward_ref: str = ""
     device: str = "auto"
     trust_remote_code: bool = False
+    template: str = "{text}"
 
     def use_reward(self, ref: str) -> None:
-        """Score with `ref` (a reward-model run folder or module:function / file.py:function)."""
+        """Score with `ref` (a reward run folder or module:function / file.py:function)."""
         self.reward_fn = load_reward_fn(ref, self.device, self.trust_remote_code)
 
     def reward(self):
@@ -91,25 +77,33 @@ class RlhfAdapted(Adapted):
         return count_params(self.policy)[1]
 
     def evaluate(self, task: Task, seed: int = 0, batch_size: int = 32) -> tuple[list[str], dict]:
+        """`cfg.eval_samples` sampled continuations per prompt scored by the reward (fixed seeds);
+        the prediction of a prompt is its first sample."""
+        from lmadapt.eval.metrics import bootstrap_mean_ci
+
         prompts = [task.prompt(t) for t in task.texts()]
-        result = evaluate_policy(self.policy, self.tokenizer, prompts, self.reward(), replace(self.cfg, eval_samples=1))
+        result = evaluate_policy(self.policy, self.tokenizer, prompts, self.reward(), self.cfg)
         rewards = result["rewards"]
         self.last_kl = float(np.mean(result["kl"])) if len(result["kl"]) else 0.0
         low, high = bootstrap_mean_ci(rewards, seed=seed)
         scores = {"metric": "heldout_reward", "score": float(rewards.mean()), "ci_low": low, "ci_high": high}
-        return [s["response"] for s in result["samples"]], scores
+        return [s["response"] for s in result["samples"][::self.cfg.eval_samples]], scores
 
+    @torch.inference_mode()
     def predict(self, texts: list[str], batch_size: int = 16) -> list[str]:
-        raise LmadaptError("an rlhf policy generates text; use `lmadapt generate --model BASE "
-                           "--expert-adapter RUN/artifact/adapter` or score it with `lmadapt eval`")
-
-    def scores(self, texts: list[str]) -> torch.Tensor:
-        raise LmadaptError("an rlhf policy has no label scores; its quality is the reward of its samples")
+        """The policy's greedy response to each prompt (up to rlhf_max_new_tokens tokens)."""
+        self.policy.eval()
+        prompts = [self.template.replace("{text}", t) for t in texts]
+        return generate(self.policy.lm, self.tokenizer, prompts,
+                        GenerationConfig(max_new_tokens=self.cfg.max_new_tokens), batch_size)
 
     def figures(self, task: Task) -> dict:
         out = {"kl_after": self.last_kl}
         if self.before is not None:
             out.update(reward_before=float(self.before["rewards"].mean()), kl_before=float(self.before["kl"].mean()))
+        if self.log:
+            out.update(final_beta=self.log[-1]["beta"], train_reward_first=self.log[0]["reward"],
+                       train_reward_last=self.log[-1]["reward"])
         return out
 
     def save(self, artifact_dir: Path) -> None:
@@ -131,50 +125,46 @@ class Rlhf:
     model_kinds = ("causal",)
     task_kinds = ("prompts",)
     trains = True
+    merge_note = "its policy is already a PEFT folder (artifact/adapter) or a whole model (artifact/model)"
     demo_note = "needs preference pairs and a reward model (docs/rlhf.md)"
     command_group = staticmethod(_command_group)  # lmadapt rlhf reward | ppo | dpo
     summary = "PPO with a KL penalty against a reward (task of prompts)"
 
-    def _policy(self, cfg: RlhfMethodConfig, ctx: RunContext, task: Task) -> tuple[PolicyWithValue, object, PPOConfig, object]:
-        if task.kind != "prompts":
-            raise LmadaptError("method 'rlhf' needs a task of prompts; pass --kind prompts (rows with a text field)")
-        if not cfg.rlhf_reward:
-            raise LmadaptError("method 'rlhf' needs a reward; set rlhf_reward=RUN_DIR (from `lmadapt rlhf reward`) "
-                               "or module:function")
-        ppo = cfg.ppo(ctx.train.seed)
-        policy, tokenizer, _ = load_policy(ctx.model, ppo)
-        return policy, tokenizer, ppo, load_reward_fn(cfg.rlhf_reward, ctx.model.device)
-
     def fit(self, train: Task, eval_task: Task | None, cfg: RlhfMethodConfig,
             ctx: RunContext) -> tuple[RlhfAdapted, TrainResult]:
-        policy, tokenizer, ppo, reward_fn = self._policy(cfg, ctx, train)
+        if not cfg.rlhf_reward:
+            raise LmadaptError("method 'rlhf' needs a reward; set rlhf_reward=RUN_DIR (a `reward` run) "
+                               "or module:function")
+        ppo = cfg.ppo(ctx.train.seed)
+        reward_fn = load_reward_fn(cfg.rlhf_reward, ctx.model.device)
+        policy, tokenizer, _ = load_policy(ctx.model, ppo)
         before = None
         if eval_task is not None:
             before = evaluate_policy(policy, tokenizer, [eval_task.prompt(t) for t in eval_task.texts()], reward_fn, ppo)
         result = TrainResult()
         began = time.perf_counter()
         log = run_ppo_loop(policy, tokenizer, [train.prompt(t) for t in train.texts()], reward_fn, ppo,
-                           ctx.work_dir / "ppo_log.jsonl", lr_key="rlhf_lr")
+                           ctx.work_dir / "ppo_log.jsonl", lr_key=PREFIX + "lr", clip_key=PREFIX + "max_grad_norm")
         result.seconds, result.steps = time.perf_counter() - began, len(log)  # curve: work_dir/ppo_log.jsonl
-        return RlhfAdapted(policy, tokenizer, reward_fn, ppo, before), result
+        return RlhfAdapted(policy, tokenizer, reward_fn, ppo, before, log, template=train.template), result
 
     def load(self, artifact_dir: Path, task: Task, cfg: RlhfMethodConfig, ctx: RunContext) -> RlhfAdapted:
-        """The saved policy: base + the PEFT adapter folder (or the full model folder) + value head."""
-        from transformers import AutoModelForCausalLM
-
-        from lmadapt.models.load import load_tokenizer, resolve_model_ref
-
+        """The saved policy: base + the PEFT adapter folder (or the full model folder, with the
+        base as its frozen reference) + value head."""
         ppo = cfg.ppo(ctx.train.seed)
         ref = resolve_model_ref(ctx.model.model)
-        adapter = artifact_dir / "adapter"
-        lm = AutoModelForCausalLM.from_pretrained(ref if adapter.is_dir() else str(artifact_dir / "model"),
-                                                  dtype=ctx.model.torch_dtype,
-                                                  trust_remote_code=ctx.model.trust_remote_code)
-        if adapter.is_dir():
-            lm = PeftModel.from_pretrained(lm, str(adapter))
+
+        def load(path: str) -> torch.nn.Module:
+            return AutoModelForCausalLM.from_pretrained(path, dtype=ctx.model.torch_dtype,
+                                                        trust_remote_code=ctx.model.trust_remote_code)
+        lm = load_backbone(artifact_dir, ref, load)
         tokenizer = load_tokenizer(ref, "causal", ctx.model.trust_remote_code)
-        policy = PolicyWithValue(lm, len(tokenizer)).to(ctx.model.torch_device())
+        policy = PolicyWithValue(lm, len(tokenizer))
+        if policy.reference is not None:  # a full policy: its reference is the base model, not itself
+            policy.__dict__["reference"] = load(ref).requires_grad_(False).eval().to(ctx.model.torch_device())
+        policy = policy.to(ctx.model.torch_device())
         policy.value_head.load_state_dict(load_file(str(artifact_dir / "value_head.safetensors")))
         # the reward is not loaded here: predicting needs none, and a run folder never imports code
         return RlhfAdapted(policy.eval(), tokenizer, None, ppo, reward_ref=cfg.rlhf_reward,
-                           device=ctx.model.device, trust_remote_code=ctx.model.trust_remote_code)
+                           device=ctx.model.device, trust_remote_code=ctx.model.trust_remote_code,
+                           template=task.template or "{text}")

@@ -269,11 +269,11 @@ def minibatches(n: int, size: int, generator: torch.Generator) -> Iterator[torch
 
 
 def ppo_guard(cfg: PPOConfig, params: list[torch.nn.Parameter] | None = None,
-              lr_key: str = "lr") -> DivergenceGuard:
+              lr_key: str = "lr", clip_key: str = "max_grad_norm") -> DivergenceGuard:
     """Divergence checks of PPO's updates (train/guard.py) on the policy loss, whose start is
     about 0 (whitened advantages): the value loss is left out of the bar because it legitimately
     grows with the rewards; it must stay finite, like the gradient and weight norms."""
-    guard = DivergenceGuard(fix_hint(cfg.lr, cfg.max_grad_norm, lr_key), what="policy loss", label="PPO")
+    guard = DivergenceGuard(fix_hint(cfg.lr, cfg.max_grad_norm, lr_key, clip_key), what="policy loss", label="PPO")
     if params is not None:
         guard.watch(params)
     return guard

@@ -1,12 +1,8 @@
-"""Run PPO end to end: load the policy (+ LoRA) and the reward, train, score held-out prompts.
+"""PPO's driver: load the policy (+ LoRA) and the reward, run the PPO steps, score held-out prompts.
 
-Output folder (written to `.NAME.partial/`, renamed when complete):
-    record.json     RunRecord; score = mean held-out reward after PPO (bootstrap 95% CI),
-                    extra = reward/KL before and after, final β
-    ppo_log.jsonl   one row per PPO step: reward, kl, entropy, clip_fraction, value_loss, ...
-    samples.jsonl   held-out prompts with their continuations and rewards, before and after
-    artifact/       adapter/ (PEFT folder) or model/ (HF folder), + value_head.safetensors
-    lmadapt.json    what the run was made from
+`method.Rlhf.fit` puts these together inside `run.tune`; the run folder gets `ppo_log.jsonl`
+(one row per PPO step: reward, kl, entropy, clip_fraction, value_loss, ...) beside the common
+files.
 """
 
 from __future__ import annotations
@@ -16,23 +12,15 @@ import importlib.util
 import json
 import time
 from collections.abc import Callable
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import torch
 from peft import TaskType
-from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
 from lmadapt.errors import LmadaptError
-from lmadapt.methods.rlhf.common import (
-    add_lora,
-    make_record,
-    save_backbone,
-    store_record,
-    write_manifest,
-)
+from lmadapt.methods.rlhf.common import add_lora
 from lmadapt.methods.rlhf.config import PPOConfig
 from lmadapt.methods.rlhf.ppo import (
     KLController,
@@ -44,14 +32,9 @@ from lmadapt.methods.rlhf.ppo import (
     sample_rollout,
     token_logps,
 )
-from lmadapt.models.load import (
-    ModelSpec,
-    load_causal_lm,
-)
-from lmadapt.report.record import PeakMemory, RunRecord
-from lmadapt.utils import atomic_dir, seed_everything
+from lmadapt.models.load import ModelSpec, load_causal_lm
+from lmadapt.utils import seed_everything
 
-METHOD = "rlhf-ppo"
 RewardFn = Callable[[list[str], list[str]], "torch.Tensor | list[float]"]
 
 
@@ -132,18 +115,21 @@ def _prompt_batches(prompts: list[str], cfg: PPOConfig) -> list[list[str]]:
 
 
 def run_ppo_loop(policy: PolicyWithValue, tokenizer, prompts: list[str], reward_fn: RewardFn, cfg: PPOConfig,
-                 log_path: Path | None = None, show_progress: bool = True, lr_key: str = "lr") -> list[dict]:
+                 log_path: Path | None = None, show_progress: bool = True, lr_key: str = "lr",
+                 clip_key: str = "max_grad_norm") -> list[dict]:
     """cfg.steps PPO steps; each step's stats go to the progress bar and (as JSONL) to log_path.
 
     A diverging run (non-finite or exploding loss, gradient or weights) stops with one line that
-    names the PPO step and the setting `lr_key` to lower."""
+    names the PPO step and the settings `lr_key` (and `clip_key`) to change. The bar also honours
+    tqdm's TQDM_DISABLE environment variable when show_progress is true."""
     params = [p for p in policy.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr)
-    guard = ppo_guard(cfg, params, lr_key)
+    guard = ppo_guard(cfg, params, lr_key, clip_key)
     kl = KLController(cfg.kl_coef, cfg.kl_target, cfg.kl_horizon)
     generator = torch.Generator().manual_seed(cfg.seed)
     log: list[dict] = []
-    bar = tqdm(_prompt_batches(prompts, cfg), desc="ppo", unit="step", disable=not show_progress, dynamic_ncols=True)
+    bar = tqdm(_prompt_batches(prompts, cfg), desc="ppo", unit="step", dynamic_ncols=True,
+               **({} if show_progress else {"disable": True}))
     guard.before_fail = bar.close
     for step, batch in enumerate(bar):
         began = time.perf_counter()
@@ -157,40 +143,3 @@ def run_ppo_loop(policy: PolicyWithValue, tokenizer, prompts: list[str], reward_
                 handle.write(json.dumps(row) + "\n")
     bar.close()
     return log
-
-
-def _summary(name: str, result: dict) -> dict:
-    return {f"reward_{name}": float(result["rewards"].mean()), f"kl_{name}": float(result["kl"].mean())}
-
-
-def train_ppo(spec: ModelSpec, prompts: list[str], eval_prompts: list[str], reward: str | RewardFn,
-              cfg: PPOConfig, out: Path, task: str = "prompts", show_progress: bool = True,
-              overwrite: bool = False, inputs: tuple[str, ...] = ()) -> RunRecord:
-    """PPO on `prompts` against `reward`; scores `eval_prompts` before and after; writes `out`."""
-    reward_fn = load_reward_fn(reward, spec.device)
-    refs = (*inputs, spec.model, *([reward.rsplit(":", 1)[0], reward] if isinstance(reward, str) else []))
-    with atomic_dir(Path(out), overwrite=overwrite, inputs=refs) as work, PeakMemory() as memory:
-        policy, tokenizer, ref = load_policy(spec, cfg)
-        before = evaluate_policy(policy, tokenizer, eval_prompts, reward_fn, cfg)
-        began = time.perf_counter()
-        log = run_ppo_loop(policy, tokenizer, prompts, reward_fn, cfg, work / "ppo_log.jsonl", show_progress)
-        train_seconds = time.perf_counter() - began
-        began = time.perf_counter()
-        after = evaluate_policy(policy, tokenizer, eval_prompts, reward_fn, cfg)
-        eval_seconds = time.perf_counter() - began
-        folder = save_backbone(policy.lm, tokenizer, work / "artifact")
-        save_file({k: v.contiguous() for k, v in policy.value_head.state_dict().items()},
-                  work / "artifact" / "value_head.safetensors")
-        write_manifest(work, METHOD, model=asdict(spec), base=ref, artifact=folder, method_config=asdict(cfg),
-                       reward=reward if isinstance(reward, str) else getattr(reward, "__name__", "callable"))
-        (work / "samples.jsonl").write_text("".join(
-            json.dumps({"stage": stage, **s}, ensure_ascii=False) + "\n"
-            for stage, result in (("before", before), ("after", after)) for s in result["samples"]))
-        extra = {**_summary("before", before), **_summary("after", after),
-                 "final_beta": log[-1]["beta"] if log else cfg.kl_coef, "eval_prompts": len(eval_prompts),
-                 "train_reward_first": log[0]["reward"], "train_reward_last": log[-1]["reward"]}
-        record = make_record(METHOD, spec, task, "heldout_reward", after["rewards"], policy, work, cfg.seed,
-                             train_seconds, memory.peak, {"method": asdict(cfg)}, extra, len(prompts), len(log),
-                             eval_seconds=eval_seconds)
-        store_record(record, work)
-    return record

@@ -1,7 +1,7 @@
-"""Reward model: any HF backbone (encoder or causal, full or LoRA) with a scalar head.
+"""Method `reward`: a reward model on any HF backbone (encoder or causal, full or LoRA) with a
+scalar head, on a task of preference pairs.
 
-Trained on preference pairs with the Bradley-Terry loss (Ouyang et al., 2022, Eq. 1;
-Bradley & Terry, 1952):
+Trained with the Bradley-Terry loss (Ouyang et al., 2022, Eq. 1; Bradley & Terry, 1952):
 
     loss(θ) = −E_(x, y_w, y_l) [ log σ( r_θ(x, y_w) − r_θ(x, y_l) ) ]
 
@@ -10,47 +10,42 @@ through the shared training loop (`train.loop.train`), which only needs `collate
 the fraction with r(x, y_w) > r(x, y_l), with a bootstrap 95% CI.
 
 The model reads the prompt and the response as ONE text (`data.join_text`), so PPO can score
-"prompt + generated continuation" exactly as training saw "prompt + chosen".
+"prompt + generated continuation" exactly as training saw "prompt + chosen". A reward run folder
+is what `rlhf_reward` (PPO) names; `load_reward_model` reads it without `lmadapt.run`.
 """
 
 from __future__ import annotations
 
-import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from peft import PeftModel, TaskType
+from peft import TaskType
 from transformers import AutoModelForSequenceClassification, PreTrainedTokenizerBase
 
+from lmadapt.data.task import PreferenceExample, Task
 from lmadapt.errors import LmadaptError
-from lmadapt.manifest import build, load_path, section
-from lmadapt.methods.rlhf.common import (
-    MANIFEST,
-    add_lora,
-    make_record,
-    read_manifest,
-    save_backbone,
-    store_record,
-    write_manifest,
-)
+from lmadapt.manifest import build, check_fingerprint, load_path, read_json_object, section
+from lmadapt.methods.base import Adapted, RunContext, with_default_lr
+from lmadapt.methods.rlhf.common import add_lora, load_backbone, pair_scores, save_backbone
 from lmadapt.methods.rlhf.config import RewardConfig
-from lmadapt.methods.rlhf.data import PreferencePair, join_text
+from lmadapt.methods.rlhf.data import join_text, pairs_of, read_preferences
 from lmadapt.models.load import (
     ModelSpec,
+    count_params,
     load_config,
     load_tokenizer,
     model_kind,
     resolve_model_ref,
 )
-from lmadapt.report.record import PeakMemory, RunRecord
 from lmadapt.train.config import TrainConfig
-from lmadapt.train.loop import train
-from lmadapt.utils import atomic_dir, seed_everything
+from lmadapt.train.loop import TrainResult, train
+from lmadapt.utils import seed_everything
 
-METHOD = "rlhf-reward"
+MANIFEST = "lmadapt.json"
 
 
 def bradley_terry_loss(r_chosen: torch.Tensor, r_rejected: torch.Tensor) -> torch.Tensor:
@@ -86,7 +81,7 @@ class RewardLoss:
     tokenizer: PreTrainedTokenizerBase
     max_length: int = 256
 
-    def collate(self, pairs: list[PreferencePair]) -> dict[str, torch.Tensor]:
+    def collate(self, pairs: list[PreferenceExample]) -> dict[str, torch.Tensor]:
         """Rows [0, B) hold prompt+chosen, rows [B, 2B) prompt+rejected: (2B, T)."""
         texts = [join_text(p.prompt, p.chosen) for p in pairs] + [join_text(p.prompt, p.rejected) for p in pairs]
         return reward_batch(self.tokenizer, texts, self.max_length)
@@ -110,11 +105,14 @@ class RewardScorer:
         self.max_length, self.batch_size = max_length, batch_size
 
     @torch.inference_mode()
-    def score_texts(self, texts: list[str]) -> torch.Tensor:
+    def score_texts(self, texts: list[str], batch_size: int | None = None) -> torch.Tensor:
+        """The reward of each whole text: (N,)."""
+        self.model.eval()
         device = next(self.model.parameters()).device
+        size = batch_size or self.batch_size
         out = []
-        for start in range(0, len(texts), self.batch_size):
-            batch = reward_batch(self.tokenizer, texts[start:start + self.batch_size], self.max_length)
+        for start in range(0, len(texts), size):
+            batch = reward_batch(self.tokenizer, texts[start:start + size], self.max_length)
             out.append(rewards_of(self.model, {k: v.to(device) for k, v in batch.items()}).cpu())
         return torch.cat(out) if out else torch.zeros(0)
 
@@ -122,66 +120,124 @@ class RewardScorer:
         return self.score_texts([join_text(p, r) for p, r in zip(prompts, responses, strict=True)])
 
 
-def pairwise_correct(scorer: RewardScorer, pairs: list[PreferencePair]) -> np.ndarray:
-    """1.0 where r(prompt, chosen) > r(prompt, rejected), else 0.0: (N,)."""
+def reward_margins(scorer: RewardScorer, pairs: list[PreferenceExample]) -> np.ndarray:
+    """r(prompt, chosen) − r(prompt, rejected) of each pair: (N,)."""
     chosen = scorer([p.prompt for p in pairs], [p.chosen for p in pairs])
     rejected = scorer([p.prompt for p in pairs], [p.rejected for p in pairs])
-    return (chosen > rejected).float().numpy()
+    return (chosen - rejected).numpy()
 
 
-def train_reward_model(spec: ModelSpec, train_pairs: list[PreferencePair], eval_pairs: list[PreferencePair],
-                       cfg: RewardConfig, train_cfg: TrainConfig, out: Path, task: str = "preferences",
-                       overwrite: bool = False, inputs: tuple[str, ...] = ()) -> RunRecord:
-    """Train a reward model; writes out/record.json, out/artifact/{model|adapter}, out/lmadapt.json."""
-    ref = resolve_model_ref(spec.model)
-    with atomic_dir(Path(out), overwrite=overwrite, inputs=(*inputs, ref)) as work, PeakMemory() as memory:
-        seed_everything(train_cfg.seed)
-        model, tokenizer, kind = load_reward_backbone(ref, spec)
+def pairwise_correct(scorer: RewardScorer, pairs: list[PreferenceExample]) -> np.ndarray:
+    """1.0 where r(prompt, chosen) > r(prompt, rejected), else 0.0: (N,)."""
+    return (reward_margins(scorer, pairs) > 0).astype(float)
+
+
+@dataclass
+class RewardAdapted(Adapted):
+    """A trained reward model: `predict` gives each input text's reward (as text, e.g. "0.7312");
+    `evaluate` scores held-out preference pairs by pairwise accuracy."""
+
+    scorer: RewardScorer
+    kind: str = "encoder"
+    trainable_params: int = 0
+    total_params: int = 0
+    last_margins: np.ndarray | None = None
+
+    def predict(self, texts: list[str], batch_size: int = 16) -> list[str]:
+        return [f"{r:.4f}" for r in self.scorer.score_texts(list(texts), batch_size).tolist()]
+
+    def evaluate(self, task: Task, seed: int = 0, batch_size: int = 32) -> tuple[list[str], dict[str, Any]]:
+        """Predictions are the response the model prefers; score = pairwise accuracy (95% CI)."""
+        pairs = pairs_of(task)
+        self.scorer.batch_size = batch_size
+        self.last_margins = reward_margins(self.scorer, pairs)
+        correct = self.last_margins > 0
+        return ([p.chosen if ok else p.rejected for p, ok in zip(pairs, correct, strict=True)],
+                pair_scores("pairwise_accuracy", correct, seed))
+
+    def figures(self, task: Task) -> dict[str, Any]:
+        out: dict[str, Any] = {"model_kind": self.kind}
+        if self.last_margins is not None and len(self.last_margins):
+            out["reward_margin"] = float(self.last_margins.mean())
+        return out
+
+    def save(self, artifact_dir: Path) -> None:
+        artifact_dir.mkdir(parents=True, exist_ok=True)
+        save_backbone(self.scorer.model, self.scorer.tokenizer, artifact_dir)
+
+
+class Reward:
+    name = "reward"
+    config_class = RewardConfig
+    summary = "reward model: scalar head, Bradley-Terry loss (preference pairs)"
+    model_kinds = ("encoder", "causal")
+    task_kinds = ("preferences",)
+    trains = True
+    merge_note = "a reward model scores texts; it is not a weight update of the base LM"
+    demo_note = "needs preference pairs (docs/rlhf.md)"
+    load_task = staticmethod(read_preferences)  # prompt/chosen/rejected rows
+
+    def fit(self, train_task: Task, eval_task: Task | None, cfg: RewardConfig,
+            ctx: RunContext) -> tuple[RewardAdapted, TrainResult]:
+        seed_everything(ctx.train.seed)
+        model, tokenizer, kind = load_reward_backbone(resolve_model_ref(ctx.model.model), ctx.model)
         if cfg.reward_adapter == "lora":
             model = add_lora(model, TaskType.SEQ_CLS, cfg.reward_lora_r)
-        lr = train_cfg.lr or cfg.reward_default_lr * (10 if cfg.reward_adapter == "lora" else 1)
-        train_cfg = replace(train_cfg, lr=lr)
+        train_cfg = with_default_lr(ctx.train, cfg.reward_default_lr * (10 if cfg.reward_adapter == "lora" else 1))
         objective = RewardLoss(model, tokenizer, train_cfg.max_length)
-        result = train(objective, train_pairs, train_cfg, work)
         scorer = RewardScorer(objective.model, tokenizer, train_cfg.max_length, train_cfg.eval_batch_size)
-        began = time.perf_counter()
-        correct = pairwise_correct(scorer, eval_pairs)
-        eval_seconds = time.perf_counter() - began
-        folder = save_backbone(objective.model, tokenizer, work / "artifact")
-        write_manifest(work, METHOD, model=asdict(spec), base=ref, kind=kind, artifact=folder,
-                       method_config=asdict(cfg), max_length=train_cfg.max_length)
-        record = make_record(
-            METHOD, spec, task, "pairwise_accuracy", correct, objective.model, work, train_cfg.seed,
-            result.seconds, memory.peak, {"method": asdict(cfg), "train": asdict(train_cfg)},
-            {"eval_pairs": len(eval_pairs), "model_kind": kind}, len(train_pairs), result.steps,
-            result.losses[-1] if result.losses else None, result.tokens_per_second, eval_seconds)
-        store_record(record, work)
-    return record
+        eval_fn = None
+        if eval_task is not None:
+            held_out = pairs_of(eval_task)
+
+            def eval_fn(epoch: int) -> dict:
+                return {"score": float(pairwise_correct(scorer, held_out).mean())}
+        result = train(objective, pairs_of(train_task), train_cfg, ctx.work_dir, eval_fn)
+        scorer.model = objective.model
+        return RewardAdapted(scorer, kind, *count_params(objective.model)), result
+
+    def load(self, artifact_dir: Path, task: Task, cfg: RewardConfig, ctx: RunContext) -> RewardAdapted:
+        """The saved reward model: base + the PEFT folder (artifact/adapter), or artifact/model."""
+        ref = resolve_model_ref(ctx.model.model)
+        kind = model_kind(load_config(ref, ctx.model.trust_remote_code))
+        model = load_backbone(artifact_dir, ref, lambda path: load_reward_backbone(path, ctx.model)[0])
+        tokenizer = load_tokenizer(ref, kind, ctx.model.trust_remote_code)
+        scorer = RewardScorer(model.to(ctx.model.torch_device()), tokenizer, ctx.train.max_length,
+                              ctx.train.eval_batch_size)
+        return RewardAdapted(scorer, kind, *count_params(model))
 
 
 def load_reward_model(run_dir: str | Path, device: str = "auto", batch_size: int = 32,
                       trust_remote_code: bool = False) -> RewardScorer:
-    """The reward model saved by `train_reward_model` (or `lmadapt rlhf reward`) as a scorer.
+    """The reward model of a `reward` run folder as a scorer(prompts, responses) → (N,).
 
-    The run folder's manifest never turns on `trust_remote_code`; only the caller's flag does."""
+    Read here, with the strict manifest readers of `lmadapt.manifest` (not `lmadapt.run`): the
+    folder's manifest never turns on `trust_remote_code` (only the caller's flag does) and names
+    no code to import."""
     run_dir = Path(run_dir)
-    manifest = read_manifest(run_dir, METHOD)
     path = run_dir / MANIFEST
+    if not path.is_file():
+        raise LmadaptError(f"{run_dir} is not a reward run folder (no {MANIFEST}); pass the --out of "
+                           "`lmadapt rlhf reward` or `lmadapt tune --method reward`")
+    manifest = read_json_object(path)
+    method = manifest.get("method")
+    if method == "rlhf-reward":
+        raise LmadaptError(f"{run_dir} holds an `lmadapt rlhf reward` run from an older lmadapt; re-run "
+                           "`lmadapt rlhf reward` (or `lmadapt tune --method reward`) to use it as a reward")
+    if method != "reward":
+        raise LmadaptError(f"{run_dir} holds a {method!r} run, not a reward model; give the --out of "
+                           "`lmadapt rlhf reward` or `lmadapt tune --method reward`")
+    cfg = build(RewardConfig, section(manifest, "method_config", path), "method_config", path)
     spec = build(ModelSpec, section(manifest, "model", path), "model", path, required=("model",))
-    spec = replace(spec, device=device, trust_remote_code=trust_remote_code)
-    artifact = section(manifest, "artifact", path)
-    if artifact not in ("adapter", "model"):
-        raise LmadaptError(f"{path}: artifact = {artifact!r} is not 'adapter' or 'model'")
-    folder = run_dir / "artifact" / artifact
-    if artifact == "adapter":
-        base = section(manifest, "base", path)
-        if not isinstance(base, str) or not base:
-            raise LmadaptError(f"{path}: base = {base!r} is not a model reference")
-        model, tokenizer, _ = load_reward_backbone(load_path(base, run_dir), spec)
-        model = PeftModel.from_pretrained(model, str(folder), is_trainable=False)
-    else:
-        model, tokenizer, _ = load_reward_backbone(str(folder), spec)
-    max_length = manifest.get("max_length", 256)
-    if not isinstance(max_length, int) or isinstance(max_length, bool) or max_length < 1:
-        raise LmadaptError(f"{path}: max_length = {max_length!r} is not a positive integer")
-    return RewardScorer(model, tokenizer, max_length, batch_size)
+    spec = replace(spec, model=load_path(spec.model, run_dir), device=device, trust_remote_code=trust_remote_code)
+    if not (Path(spec.model).is_absolute() and not Path(spec.model).exists()):
+        check_fingerprint(manifest.get("model_config"), spec.model, trust_remote_code, path)
+    train_cfg = build(TrainConfig, section(manifest, "train", path), "train", path)
+    ctx = RunContext(model=spec, train=replace(train_cfg, eval_batch_size=batch_size), work_dir=run_dir)
+    skeleton = Task.skeleton(run_dir.name, "preferences", [], "{text}")
+    try:
+        return Reward().load(run_dir / "artifact", skeleton, cfg, ctx).scorer
+    except (RuntimeError, ValueError, KeyError, OSError) as err:
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+        raise LmadaptError(f"{path}: the reward model in {run_dir / 'artifact'} does not load with model "
+                           f"{spec.model!r} ({type(err).__name__}: {first})") from None
