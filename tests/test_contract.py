@@ -211,3 +211,18 @@ def test_nothing_outside_a_method_folder_keys_on_a_method_name():
             if isinstance(node, (ast.Tuple, ast.List, ast.Set, ast.Dict)) and sum(map(named, elements)) >= 2:
                 offenders.append(f"{rel}:{node.lineno} holds a table of method names")
     assert offenders == []
+
+
+def test_a_runs_task_section_keeps_every_task_setting():
+    """What Task.meta() writes is exactly what the manifest reader (TaskMeta) accepts, and a
+    skeleton rebuilt from it has the same settings."""
+    import dataclasses
+
+    from lmadapt.data.task import Example
+    from lmadapt.manifest import TaskMeta
+
+    task = Task("t", "classification", [Example("a", "x"), Example("b", "y")])
+    meta = task.meta()
+    assert set(meta) == {f.name for f in dataclasses.fields(TaskMeta)}
+    rebuilt = Task.skeleton(**meta)
+    assert rebuilt.meta() == meta and rebuilt.examples == []

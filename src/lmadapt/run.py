@@ -266,7 +266,8 @@ def load_run(run_dir: Path, device: str | None = None, trust_remote_code: bool =
     meta = build(TaskMeta, section(manifest, "task", path), "task", path, required=("kind",))
     if meta.kind not in KINDS:
         raise LmadaptError(f"{path}: task.kind = {meta.kind!r} is not one of {', '.join(KINDS)}")
-    task = Task.skeleton(meta.name, meta.kind, list(meta.labels), meta.template, meta.label_prefix)
+    settings = {k: v for k, v in dataclasses.asdict(meta).items() if k not in ("name", "kind", "labels")}
+    task = Task.skeleton(meta.name, meta.kind, list(meta.labels), **settings)
     artifact = run_dir / "artifact"
     if not artifact.is_dir():
         raise LmadaptError(f"{run_dir} has no artifact/ folder; the run folder is incomplete")

@@ -7,7 +7,7 @@ live in `loaders.py`; this file holds the data structure and its checks.
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, field, replace
+from dataclasses import MISSING, dataclass, field, fields, replace
 
 from lmadapt.errors import LmadaptError
 
@@ -119,16 +119,25 @@ class Task:
 
     @classmethod
     def skeleton(cls, name: str, kind: str, labels: list[str], template: str,
-                 label_prefix: str = " ") -> Task:
-        """A task without examples (what a saved run needs to predict on new inputs)."""
+                 label_prefix: str = " ", **settings: object) -> Task:
+        """A task without examples (what a saved run needs to predict on new inputs); `settings`
+        are the other fields of `meta()` (each keeps its default when absent)."""
         task = object.__new__(cls)
+        for f in fields(cls):
+            if f.name != "examples":
+                setattr(task, f.name, f.default_factory() if f.default_factory is not MISSING else f.default)
+        unknown = [k for k in settings if k not in {f.name for f in fields(cls)} or k == "examples"]
+        if unknown:
+            raise LmadaptError(f"unknown task setting {unknown[0]!r}")
+        for key, value in settings.items():
+            setattr(task, key, value)
         task.name, task.kind, task.examples, task.labels = name, kind, [], list(labels)
         task.template, task.label_prefix = template, label_prefix
         return task
 
     def meta(self) -> dict:
-        return {"name": self.name, "kind": self.kind, "labels": self.labels,
-                "template": self.template, "label_prefix": self.label_prefix}
+        """Every field but the examples: what a run folder keeps of its task (`skeleton` reads it)."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "examples"}
 
     @property
     def metric(self) -> str:
