@@ -152,6 +152,9 @@ def test_ppo_with_a_reward_run_folder_as_its_reward(runs, tiny_llama, tmp_path):
                   tmp_path / "ppo")
     assert record.metric == "heldout_reward" and record.ci_low <= record.score <= record.ci_high
     assert {"reward_before", "kl_before", "kl_after", "final_beta"} <= set(record.extra)
+    samples = [json.loads(line) for line in (tmp_path / "ppo" / "samples.jsonl").read_text().splitlines()]
+    assert [s["stage"] for s in samples] == ["before"] * 2 + ["after"] * 2 and all("reward" in s for s in samples)
+    assert sum(s["reward"] for s in samples[2:]) / 2 == pytest.approx(record.score)
     loaded, _, manifest = load_run(tmp_path / "ppo", "cpu")
     assert manifest["method_config"]["rlhf_reward"] == str(reward_run)
     assert loaded.reward_fn is None  # not loaded with the policy

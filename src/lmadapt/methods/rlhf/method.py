@@ -10,6 +10,7 @@ held. `lmadapt rlhf ppo` is this method under PPOConfig's unprefixed setting nam
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,6 +53,7 @@ class RlhfAdapted(Adapted):
     device: str = "auto"
     trust_remote_code: bool = False
     template: str = "{text}"
+    samples_path: Path | None = None  # during a run: held-out samples go here (after those before)
 
     def use_reward(self, ref: str) -> None:
         """Score with `ref` (a reward run folder or module:function / file.py:function)."""
@@ -78,12 +80,16 @@ class RlhfAdapted(Adapted):
 
     def evaluate(self, task: Task, seed: int = 0, batch_size: int = 32) -> tuple[list[str], dict]:
         """`cfg.eval_samples` sampled continuations per prompt scored by the reward (fixed seeds);
-        the prediction of a prompt is its first sample."""
+        the prediction of a prompt is its first sample. In a run, the samples and their rewards
+        are added to samples.jsonl (stage "after")."""
         from lmadapt.eval.metrics import bootstrap_mean_ci
 
         prompts = [task.prompt(t) for t in task.texts()]
         result = evaluate_policy(self.policy, self.tokenizer, prompts, self.reward(), self.cfg)
         rewards = result["rewards"]
+        if self.samples_path is not None:
+            _write_samples(self.samples_path, "after", result["samples"])
+            self.samples_path = None
         self.last_kl = float(np.mean(result["kl"])) if len(result["kl"]) else 0.0
         low, high = bootstrap_mean_ci(rewards, seed=seed)
         scores = {"metric": "heldout_reward", "score": float(rewards.mean()), "ci_low": low, "ci_high": high}
@@ -113,6 +119,11 @@ class RlhfAdapted(Adapted):
                   str(artifact_dir / "value_head.safetensors"))
 
 
+def _write_samples(path: Path, stage: str, samples: list[dict]) -> None:
+    with path.open("a", encoding="utf-8") as handle:
+        handle.writelines(json.dumps({"stage": stage, **s}, ensure_ascii=False) + "\n" for s in samples)
+
+
 def _command_group():
     from lmadapt.methods.rlhf.cli import rlhf_app
 
@@ -138,15 +149,18 @@ class Rlhf:
         ppo = cfg.ppo(ctx.train.seed)
         reward_fn = load_reward_fn(cfg.rlhf_reward, ctx.model.device)
         policy, tokenizer, _ = load_policy(ctx.model, ppo)
-        before = None
+        before, samples = None, ctx.work_dir / "samples.jsonl"
+        samples.unlink(missing_ok=True)
         if eval_task is not None:
             before = evaluate_policy(policy, tokenizer, [eval_task.prompt(t) for t in eval_task.texts()], reward_fn, ppo)
+            _write_samples(samples, "before", before["samples"])
         result = TrainResult()
         began = time.perf_counter()
         log = run_ppo_loop(policy, tokenizer, [train.prompt(t) for t in train.texts()], reward_fn, ppo,
                            ctx.work_dir / "ppo_log.jsonl", lr_key=PREFIX + "lr", clip_key=PREFIX + "max_grad_norm")
         result.seconds, result.steps = time.perf_counter() - began, len(log)  # curve: work_dir/ppo_log.jsonl
-        return RlhfAdapted(policy, tokenizer, reward_fn, ppo, before, log, template=train.template), result
+        return RlhfAdapted(policy, tokenizer, reward_fn, ppo, before, log, template=train.template,
+                           samples_path=samples), result
 
     def load(self, artifact_dir: Path, task: Task, cfg: RlhfMethodConfig, ctx: RunContext) -> RlhfAdapted:
         """The saved policy: base + the PEFT adapter folder (or the full model folder, with the
