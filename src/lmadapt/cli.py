@@ -55,6 +55,7 @@ KindOpt = Annotated[str, typer.Option(help="auto | classification | generation")
 SplitOpt = Annotated[float, typer.Option(help="fraction of --train held out for eval when --eval is absent")]
 DtypeOpt = Annotated[str, typer.Option(help="float32 | bfloat16 | float16")]
 DeviceOpt = Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N | mps")]
+METRIC_HELP = "exact_match | numeric | contains | rouge_l | chrf (generation); accuracy (classification)"
 RemoteOpt = Annotated[bool, typer.Option("--trust-remote-code", help="allow code shipped with the model (only if you trust it)")]
 OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="write into an --out folder that holds other files (lmadapt's earlier output there is replaced; your files stay)")]
 
@@ -78,7 +79,8 @@ def _data_spec(settings: dict, input_field: str, label_field: str, output_field:
                     output_field=settings.pop("output_field", output_field),
                     kind=settings.pop("kind", kind),
                     labels=_label_list(settings.pop("labels", labels)),
-                    template=settings.pop("template", template))
+                    template=settings.pop("template", template),
+                    metric=str(settings.pop("metric", "")))
 
 
 def _label_list(value: str | list) -> tuple[str, ...]:
@@ -169,8 +171,8 @@ def compare(ctx: typer.Context,
     print(out / "report.md")
 
 
-@app.command("eval")
-def eval_cmd(run_dir: Annotated[Path, typer.Argument(help="a tune output folder")],
+@app.command("eval", context_settings=EXTRA)
+def eval_cmd(ctx: typer.Context, run_dir: Annotated[Path, typer.Argument(help="a tune output folder")],
              data: Annotated[str, typer.Option(help="data file (same fields as training) or pull name")],
              input_field: InputField = "text", label_field: LabelField = "label",
              output_field: OutputField = "output", device: DeviceOpt = "",
@@ -179,17 +181,23 @@ def eval_cmd(run_dir: Annotated[Path, typer.Argument(help="a tune output folder"
              reward: Annotated[str, typer.Option(help="rlhf runs: the reward to score with (a `reward` run "
                                                      "folder, module:function or file.py:function); a run folder's "
                                                      "own Python reward is never imported without it")] = "",
-             trust_remote_code: RemoteOpt = False) -> None:
+             trust_remote_code: RemoteOpt = False,
+             metric: Annotated[str, typer.Option(help=f"the run's own when empty; or metric=NAME: {METRIC_HELP}")] = "") -> None:
     """Score a saved run on another data file (metric with bootstrap 95% CI)."""
     from lmadapt.run import evaluate, load_run
 
+    extra = parse_overrides(ctx.args)
+    metric = str(extra.pop("metric", metric))
+    if extra:
+        raise LmadaptError(f"lmadapt eval takes no setting {next(iter(extra))}=; only metric=NAME ({METRIC_HELP})")
     adapted, skeleton, manifest = load_run(run_dir, device or None, trust_remote_code=trust_remote_code)
     if reward:
         if not hasattr(adapted, "use_reward"):
             raise LmadaptError(f"--reward applies to rlhf runs only; {run_dir} is a {manifest['method']} run")
         adapted.use_reward(reward)
     spec = DataSpec(input_field=input_field, label_field=label_field, output_field=output_field,
-                    kind=skeleton.kind, labels=tuple(skeleton.labels), template=skeleton.template)
+                    kind=skeleton.kind, labels=tuple(skeleton.labels), template=skeleton.template,
+                    metric=metric or skeleton.metric)
     task = load_task(_resolve_data(data), spec, readers=task_readers([manifest["method"]]))
     result = evaluate(adapted, task, batch_size)
     scores = {**result.scores, "examples": len(task.examples),

@@ -38,6 +38,7 @@ class TaskMeta:
     labels: tuple[str, ...] = ()
     template: str = "{text}"
     label_prefix: str = " "
+    metric: str = ""  # older runs have none: the kind's default (eval/metrics.py)
 
 
 def read_json_object(path: Path) -> dict:

@@ -21,6 +21,7 @@ from typing import Any
 
 from lmadapt.data.task import KINDS, Task, overlap_count
 from lmadapt.errors import LmadaptError, ResumeRefused
+from lmadapt.eval.metrics import default_metric
 from lmadapt.manifest import (
     MANIFEST_KEYS,
     TaskMeta,
@@ -91,7 +92,16 @@ def run_settings(method: str, method_cfg: Any, model: ModelSpec, train_cfg: Trai
     return {"method": method, "method_config": asdict(method_cfg),
             "model": {k: v for k, v in asdict(model).items() if k != "device"},
             "train": {k: v for k, v in asdict(train_cfg).items() if k not in RESUME_FREE},
-            "task": {k: v for k, v in train_task.meta().items() if k != "name"}, "data_sha256": data.hexdigest()}
+            "task": _task_settings(train_task), "data_sha256": data.hexdigest()}
+
+
+def _task_settings(task: Task) -> dict:
+    """The task's settings but its name; the metric only when not the kind's default (a finished
+    run is reused only under its metric, and runs from before `metric=` still resume)."""
+    meta = {k: v for k, v in task.meta().items() if k != "name"}
+    if meta.get("metric") == default_metric(task.kind):
+        del meta["metric"]
+    return meta
 
 
 def first_difference(old: Any, new: Any, key: str = "") -> tuple[str, Any, Any] | None:

@@ -33,6 +33,7 @@ class DataSpec:
     labels: tuple[str, ...] = ()  # fixed label set; inferred from the train data when empty
     template: str = ""  # prompt template with a {text} slot; a per-kind default when empty
     source_field: str = "source"  # optional gold-source field (rag's recall@k); absent = none
+    metric: str = ""  # how predictions are scored (eval/metrics.py); the kind's default when empty
 
 
 def _not_utf8(path: Path, line_no: int, column: int, offset: int, bad: bytes) -> LmadaptError:
@@ -186,7 +187,7 @@ def load_task(path: str | Path, spec: DataSpec | None = None, name: str | None =
     if not examples:
         raise LmadaptError(f"{path}: no examples; the file is empty")
     return Task(name=name or path.stem, kind=kind, examples=examples,
-                labels=list(spec.labels), template=spec.template)
+                labels=list(spec.labels), template=spec.template, metric=spec.metric)
 
 
 def load_train_eval(train: str | Path, eval_path: str | Path | None, spec: DataSpec,

@@ -10,6 +10,7 @@ import random
 from dataclasses import MISSING, dataclass, field, fields, replace
 
 from lmadapt.errors import LmadaptError
+from lmadapt.eval.metrics import check_metric
 
 # classification: text → label; generation: text → output text; preferences: prompt with a chosen
 # and a rejected response; prompts: inputs only (scored by a reward); rationale: text → label with
@@ -74,10 +75,12 @@ class Task:
     labels: list[str] = field(default_factory=list)
     template: str = ""
     label_prefix: str = " "  # text placed between the prompt and the label word when scoring
+    metric: str = ""  # how predictions are scored (eval/metrics.py); the kind's default when empty
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise LmadaptError(f"unknown task kind {self.kind!r}; use one of {', '.join(KINDS)}")
+        self.metric = check_metric(self.kind, self.metric)
         if not self.template:
             self.template = DEFAULT_TEMPLATES[self.kind]
         if "{text}" not in self.template:
@@ -133,16 +136,12 @@ class Task:
             setattr(task, key, value)
         task.name, task.kind, task.examples, task.labels = name, kind, [], list(labels)
         task.template, task.label_prefix = template, label_prefix
+        task.metric = check_metric(kind, task.metric)
         return task
 
     def meta(self) -> dict:
         """Every field but the examples: what a run folder keeps of its task (`skeleton` reads it)."""
         return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "examples"}
-
-    @property
-    def metric(self) -> str:
-        """Primary metric name for this task kind."""
-        return {"classification": "accuracy", "generation": "exact_match"}.get(self.kind, "reward")
 
     def prompt(self, text: str) -> str:
         """The prompt a language model sees for one input."""

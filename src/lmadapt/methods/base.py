@@ -58,7 +58,7 @@ class Adapted:
         from lmadapt.eval.metrics import score_predictions
 
         predictions = self.predict(task.texts(), batch_size)
-        return predictions, score_predictions(predictions, task.targets(), task.kind, seed)
+        return predictions, score_predictions(predictions, task.targets(), task.kind, seed, task.metric)
 
     def figures(self, task: Task) -> dict[str, Any]:
         """Extra method figures for the run record (retrieval recall, KL, ...)."""
@@ -187,7 +187,7 @@ def train_task_model(tm: TaskModel, train_task: Task, eval_task: Task | None, ct
 
         def eval_fn(epoch: int) -> dict:
             preds = tm.predict(eval_task.texts(), cfg.eval_batch_size)
-            scored = score_predictions(preds, eval_task.targets(), eval_task.kind, cfg.seed)
+            scored = score_predictions(preds, eval_task.targets(), eval_task.kind, cfg.seed, eval_task.metric)
             return {"score": scored["score"]}
     return train(tm, train_task.examples, cfg, ctx.work_dir, eval_fn, lr_overrides=lr_overrides)
 

@@ -173,7 +173,7 @@ class ProxyAdapted(Adapted):
                 predictions = [task.labels[i] for i in cached[name].argmax(dim=1).tolist()]
             else:
                 predictions = part.predict(task.texts())
-            scored = score_predictions(predictions, task.targets(), task.kind)
+            scored = score_predictions(predictions, task.targets(), task.kind, metric=task.metric)
             out.update({f"{name}_score": scored["score"], f"{name}_ci_low": scored["ci_low"],
                         f"{name}_ci_high": scored["ci_high"]})
         alpha_run = self.cfg.proxy_alpha
@@ -182,7 +182,7 @@ class ProxyAdapted(Adapted):
             for alpha in SWEEP_ALPHAS:
                 picked = alpha_predictions(cached, alpha_run, alpha).tolist()
                 predictions = [task.labels[i] for i in picked]
-                sweep[str(alpha)] = score_predictions(predictions, task.targets(), task.kind)["score"]
+                sweep[str(alpha)] = score_predictions(predictions, task.targets(), task.kind, metric=task.metric)["score"]
             out["alpha_sweep"] = sweep  # diagnostics on the eval set, not a tuned alpha
             if len(task.labels) == 2:
                 out["mean_label_margin"] = mean_label_margins(cached, alpha_run)
