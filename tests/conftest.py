@@ -54,3 +54,10 @@ def run_cli(capsys, monkeypatch):
         return code, capsys.readouterr().err
 
     return run
+
+
+@pytest.fixture(scope="session")
+def tiny_chat_llama(tmp_path_factory) -> Path:
+    from tiny import make_chat_llama
+
+    return make_chat_llama(tmp_path_factory.mktemp("chat_llama"))

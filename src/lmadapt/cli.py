@@ -52,6 +52,7 @@ OutputField = Annotated[str, typer.Option(help="field holding the target text (g
 LabelsOpt = Annotated[str, typer.Option(help="comma-separated label set (default: inferred from --train)")]
 TemplateOpt = Annotated[str, typer.Option(help="prompt template with a {text} slot (causal LMs)")]
 KindOpt = Annotated[str, typer.Option(help="auto | classification | generation")]
+FormatOpt = Annotated[str, typer.Option("--format", help="auto | messages | alpaca | prompt_completion | text (auto: from the fields); chat data also takes chat_template=auto|none|PATH and train_on=all|last")]
 SplitOpt = Annotated[float, typer.Option(help="fraction of --train held out for eval when --eval is absent")]
 DtypeOpt = Annotated[str, typer.Option(help="float32 | bfloat16 | float16")]
 DeviceOpt = Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N | mps")]
@@ -73,14 +74,17 @@ def _settings(config: Path | None, extra: list[str]) -> dict:
 
 
 def _data_spec(settings: dict, input_field: str, label_field: str, output_field: str, labels: str,
-               template: str, kind: str) -> DataSpec:
+               template: str, kind: str, data_format: str = "auto") -> DataSpec:
     return DataSpec(input_field=settings.pop("input_field", input_field),
                     label_field=settings.pop("label_field", label_field),
                     output_field=settings.pop("output_field", output_field),
                     kind=settings.pop("kind", kind),
                     labels=_label_list(settings.pop("labels", labels)),
                     template=settings.pop("template", template),
-                    metric=str(settings.pop("metric", "")))
+                    metric=str(settings.pop("metric", "")),
+                    format=str(settings.pop("format", data_format)),
+                    chat_template=str(settings.pop("chat_template", "auto")),
+                    train_on=str(settings.pop("train_on", "all")))
 
 
 def _label_list(value: str | list) -> tuple[str, ...]:
@@ -115,7 +119,7 @@ def tune(ctx: typer.Context, method: Annotated[str, typer.Option(help=f"one of: 
          model: ModelOpt = "", train: TrainOpt = "", eval: EvalOpt = None, out: OutOpt = Path("runs/tune"),
          config: ConfigOpt = None, input_field: InputField = "text", label_field: LabelField = "label",
          output_field: OutputField = "output", labels: LabelsOpt = "", template: TemplateOpt = "",
-         kind: KindOpt = "auto", eval_split: SplitOpt = 0.2, dtype: DtypeOpt = "float32",
+         kind: KindOpt = "auto", data_format: FormatOpt = "auto", eval_split: SplitOpt = 0.2, dtype: DtypeOpt = "float32",
          device: DeviceOpt = "auto", trust_remote_code: RemoteOpt = False, overwrite: OverwriteOpt = False) -> None:
     """Adapt MODEL to the task with one METHOD; writes OUT/record.json and OUT/artifact/."""
     from lmadapt.run import tune as run_tune
@@ -125,7 +129,7 @@ def tune(ctx: typer.Context, method: Annotated[str, typer.Option(help=f"one of: 
     if not method:
         raise LmadaptError("no method given; pass --method (one of: " + ", ".join(REGISTRY) + ")")
     impl = get_method(method)
-    spec = _data_spec(settings, input_field, label_field, output_field, labels, template, kind)
+    spec = _data_spec(settings, input_field, label_field, output_field, labels, template, kind, data_format)
     model_spec, train_ref, eval_ref, out = _run_inputs(settings, model, train, eval, out, dtype, device,
                                                        trust_remote_code)
     if not model_spec.model:
@@ -148,7 +152,7 @@ def compare(ctx: typer.Context,
             model: ModelOpt = "", train: TrainOpt = "", eval: EvalOpt = None, out: OutOpt = Path("runs/compare"),
             config: ConfigOpt = None, input_field: InputField = "text", label_field: LabelField = "label",
             output_field: OutputField = "output", labels: LabelsOpt = "", template: TemplateOpt = "",
-            kind: KindOpt = "auto", eval_split: SplitOpt = 0.2, dtype: DtypeOpt = "float32",
+            kind: KindOpt = "auto", data_format: FormatOpt = "auto", eval_split: SplitOpt = 0.2, dtype: DtypeOpt = "float32",
             device: DeviceOpt = "auto", trust_remote_code: RemoteOpt = False, overwrite: OverwriteOpt = False) -> None:
     """Run several methods on the same data: OUT/results.jsonl, OUT/report.md, OUT/pareto.png."""
     from lmadapt.compare import compare as run_compare
@@ -156,7 +160,7 @@ def compare(ctx: typer.Context,
 
     settings = _settings(config, ctx.args)
     method_list = parse_method_list(str(settings.pop("methods", methods)))
-    spec = _data_spec(settings, input_field, label_field, output_field, labels, template, kind)
+    spec = _data_spec(settings, input_field, label_field, output_field, labels, template, kind, data_format)
     model_spec, train_ref, eval_ref, out = _run_inputs(settings, model, train, eval, out, dtype, device,
                                                        trust_remote_code)
     split = float(settings.pop("eval_split", eval_split))

@@ -39,6 +39,9 @@ class TaskMeta:
     template: str = "{text}"
     label_prefix: str = " "
     metric: str = ""  # older runs have none: the kind's default (eval/metrics.py)
+    format: str = "text"
+    chat_template: str = "auto"
+    train_on: str = "all"
 
 
 def read_json_object(path: Path) -> dict:

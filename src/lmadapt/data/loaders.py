@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from lmadapt.data.chat import alpaca_messages, chat_example, detect_format, parse_messages
 from lmadapt.data.task import DataWarning, Example, Task, duplicate_count, overlap_count, split_task
 from lmadapt.errors import LmadaptError
 
@@ -34,6 +35,9 @@ class DataSpec:
     template: str = ""  # prompt template with a {text} slot; a per-kind default when empty
     source_field: str = "source"  # optional gold-source field (rag's recall@k); absent = none
     metric: str = ""  # how predictions are scored (eval/metrics.py); the kind's default when empty
+    format: str = "auto"  # auto | messages | alpaca | prompt_completion | text (data/chat.py)
+    chat_template: str = "auto"  # chat data: auto (the tokenizer's) | none | PATH to a jinja template
+    train_on: str = "all"  # chat data: loss on every assistant turn (all) or only the last (last)
 
 
 def _not_utf8(path: Path, line_no: int, column: int, offset: int, bad: bytes) -> LmadaptError:
@@ -174,9 +178,14 @@ def load_task(path: str | Path, spec: DataSpec | None = None, name: str | None =
             return task
     path = Path(path)
     examples: list[Example] = []
-    kind = ""
+    kind = fmt = ""
     for line_no, row in read_rows(path):
         where = f"{path}:{line_no}"
+        fmt = fmt or detect_format(row, spec.format, spec.input_field, where)
+        if fmt != "text":
+            kind = kind or _generation_kind(spec, fmt, path)
+            examples.append(_formatted_example(row, fmt, spec, where))
+            continue
         kind = kind or _infer_kind(row, spec, path)
         target_field = spec.label_field if kind == "classification" else spec.output_field
         text = _field(row, spec.input_field, where)
@@ -187,7 +196,40 @@ def load_task(path: str | Path, spec: DataSpec | None = None, name: str | None =
     if not examples:
         raise LmadaptError(f"{path}: no examples; the file is empty")
     return Task(name=name or path.stem, kind=kind, examples=examples,
-                labels=list(spec.labels), template=spec.template, metric=spec.metric)
+                labels=list(spec.labels), template=spec.template, format=fmt, metric=spec.metric,
+                chat_template=_chat_template(spec.chat_template), train_on=spec.train_on)
+
+
+def _generation_kind(spec: DataSpec, fmt: str, path: Path) -> str:
+    if spec.kind not in ("auto", "generation"):
+        raise LmadaptError(f"{path}: {fmt} rows make a generation task, not {spec.kind}; drop --kind")
+    return "generation"
+
+
+def _formatted_example(row: dict, fmt: str, spec: DataSpec, where: str) -> Example:
+    """One messages / alpaca / prompt-completion row as an Example (chat rows: a ChatExample)."""
+    if fmt == "prompt_completion":
+        return Example(text=_field(row, "prompt", where), target=_field(row, "completion", where).strip(),
+                       source=where)
+    if fmt == "messages":
+        if "messages" not in row:
+            raise LmadaptError(f"{where}: no 'messages' field (--format messages)")
+        return chat_example(parse_messages(row["messages"], where), where)
+    instruction = spec.input_field if spec.input_field in row else "instruction"
+    return chat_example(alpaca_messages(row, where, instruction, spec.output_field), where)
+
+
+def _chat_template(setting: str) -> str:
+    """chat_template=auto | none | PATH: a path becomes the template's text (kept in the run)."""
+    if setting in ("auto", "none"):
+        return setting
+    path = Path(setting)
+    if not path.is_file():
+        raise LmadaptError(f"chat_template={setting}: no such file; use auto, none or a path to a jinja template")
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise LmadaptError(f"chat_template={setting}: cannot read it ({err})") from None
 
 
 def load_train_eval(train: str | Path, eval_path: str | Path | None, spec: DataSpec,

@@ -76,6 +76,9 @@ class Task:
     template: str = ""
     label_prefix: str = " "  # text placed between the prompt and the label word when scoring
     metric: str = ""  # how predictions are scored (eval/metrics.py); the kind's default when empty
+    format: str = "text"  # text | prompt_completion | messages | alpaca (data/chat.py)
+    chat_template: str = "auto"  # chat data: auto (the tokenizer's) | none (plain template) | jinja text
+    train_on: str = "all"  # chat data: the loss covers every assistant turn (all) or the last (last)
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -89,6 +92,13 @@ class Task:
             raise LmadaptError(f"task {self.name!r} has no examples; check the file and field names")
         if self.kind == "classification":
             self._check_labels()
+        if self.train_on not in ("all", "last"):
+            raise LmadaptError(f"train_on must be all or last, got {self.train_on!r}")
+
+    @property
+    def chat(self) -> bool:
+        """Conversational data: prompts are rendered with a chat template (unless chat_template=none)."""
+        return self.format in ("messages", "alpaca") and self.chat_template != "none"
 
     def _check_labels(self) -> None:
         if not self.labels:

@@ -21,10 +21,12 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
+from lmadapt.data.chat import ChatExample, prompt_messages
 from lmadapt.data.task import Example, Task
 from lmadapt.decoding.engine import left_pad, position_ids_for
 from lmadapt.decoding.scoring import token_logprobs
 from lmadapt.errors import LmadaptError
+from lmadapt.models.chat import assistant_spans, chat_template_for, encode_with_spans, render
 from lmadapt.models.load import (
     ModelSpec,
     load_config,
@@ -66,9 +68,17 @@ class TaskModel:
     max_new_tokens: int = 32
     normalize_scores: bool = False  # length-normalised label log-likelihood
     prompt_builder: PromptBuilder | Callable[[str], str] | None = field(default=None, repr=False)
+    chat_template: str | None = field(default=None, repr=False)  # chat data: render with it (models/chat.py)
 
     # ---- batching and loss (training) -------------------------------------------------
     def prompt(self, text: str) -> str:
+        """The model input for one input text. Chat data: the conversation so far rendered with
+        the chat template and its generation prompt (a prompt builder's text goes in the user turn)."""
+        if self.chat_template is not None:
+            messages = prompt_messages(text)
+            if self.prompt_builder:
+                messages[-1] = {**messages[-1], "content": self.prompt_builder(messages[-1]["content"])}
+            return render(self.tokenizer, self.chat_template, messages, generation_prompt=True)
         return self.prompt_builder(text) if self.prompt_builder else self.task.prompt(text)
 
     def target_text(self, example: Example) -> str:
@@ -92,12 +102,29 @@ class TaskModel:
                                  padding=True, max_length=self.max_length, return_tensors="pt")
             labels = tgt["input_ids"].masked_fill(tgt["attention_mask"] == 0, -100)
             return {**dict(enc), "labels": labels}
+        if self.chat_template is not None and all(isinstance(ex, ChatExample) for ex in examples):
+            return self._chat_batch(examples)
         pairs = [encode_pair(self.tokenizer, self.prompt(ex.text), self.target_text(ex), self.max_length)
                  for ex in examples]
         ids, mask = left_pad([p for p, _ in pairs], self.tokenizer.pad_token_id)
         labels = torch.full_like(ids, -100)
         for row, (_, n_target) in enumerate(pairs):
             labels[row, -n_target:] = ids[row, -n_target:]
+        return {"input_ids": ids, "attention_mask": mask,
+                "position_ids": position_ids_for(mask), "labels": labels}
+
+    def _chat_batch(self, examples: list[ChatExample]) -> dict[str, torch.Tensor]:
+        """Whole conversations rendered with the chat template; labels only on assistant tokens
+        (every assistant turn, or the last with train_on=last), end-of-turn markers included."""
+        rows = [encode_with_spans(self.tokenizer, *assistant_spans(self.tokenizer, self.chat_template,
+                                                                   ex.as_dicts(), self.task.train_on),
+                                  self.max_length) for ex in examples]
+        ids, mask = left_pad([r for r, _ in rows], self.tokenizer.pad_token_id)
+        labels = torch.full_like(ids, -100)
+        for row, (token_ids, covered) in enumerate(rows):
+            width = len(token_ids)
+            keep = torch.tensor(covered, dtype=torch.bool)
+            labels[row, -width:] = torch.where(keep, ids[row, -width:], torch.tensor(-100))
         return {"input_ids": ids, "attention_mask": mask,
                 "position_ids": position_ids_for(mask), "labels": labels}
 
@@ -173,7 +200,8 @@ class TaskModel:
         outputs: list[str] = []
         for start in range(0, len(prompts), batch_size):
             enc = self.tokenizer(prompts[start:start + batch_size], truncation=True, padding=True,
-                                 max_length=self.max_length, return_tensors="pt").to(self.device)
+                                 max_length=self.max_length, return_tensors="pt",
+                                 add_special_tokens=self.chat_template is None).to(self.device)
             generated = self.model.generate(**enc, max_new_tokens=self.max_new_tokens, do_sample=False,
                                             pad_token_id=self.tokenizer.pad_token_id)
             new = generated if self.kind == "seq2seq" else generated[:, enc["input_ids"].shape[1]:]
@@ -206,6 +234,7 @@ def build_task_model(spec: ModelSpec, task: Task, max_length: int = 256,
         raise LmadaptError(f"model {spec.model!r} is an encoder and cannot generate; "
                            "use a causal LM or seq2seq model for generation tasks")
     tokenizer = load_tokenizer(ref, kind, spec.trust_remote_code)
+    template = chat_template_for(tokenizer, task, spec.model)
     kwargs = {"dtype": spec.torch_dtype, "trust_remote_code": spec.trust_remote_code}
     if kind == "encoder":
         id2label = dict(enumerate(task.labels))
@@ -222,4 +251,4 @@ def build_task_model(spec: ModelSpec, task: Task, max_length: int = 256,
     window = context_window(model, tokenizer)
     return TaskModel(model=model, tokenizer=tokenizer, task=task, kind=kind, ref=ref,
                      max_length=min(max_length, window), max_new_tokens=max_new_tokens,
-                     normalize_scores=normalize_scores)
+                     normalize_scores=normalize_scores, chat_template=template)
