@@ -196,9 +196,8 @@ def eval_cmd(ctx: typer.Context, run_dir: Annotated[Path, typer.Argument(help="a
         raise LmadaptError(f"lmadapt eval takes no setting {next(iter(extra))}=; only metric=NAME ({METRIC_HELP})")
     adapted, skeleton, manifest = load_run(run_dir, device or None, trust_remote_code=trust_remote_code)
     if reward:
-        if not hasattr(adapted, "use_reward"):
+        if not adapted.use_reward(reward):
             raise LmadaptError(f"--reward applies to rlhf runs only; {run_dir} is a {manifest['method']} run")
-        adapted.use_reward(reward)
     spec = DataSpec(input_field=input_field, label_field=label_field, output_field=output_field,
                     kind=skeleton.kind, labels=tuple(skeleton.labels), template=skeleton.template,
                     metric=metric or skeleton.metric)

@@ -64,6 +64,11 @@ class Adapted:
         """Extra method figures for the run record (retrieval recall, KL, ...)."""
         return {}
 
+    def use_reward(self, ref: str) -> bool:
+        """Score with the reward `ref` (`lmadapt eval --reward`); False when this model is not
+        scored by a reward (only policies are)."""
+        return False
+
 
 class Method(Protocol):
     """What a method declares (class attributes, checked once by `run.tune` and at registration)

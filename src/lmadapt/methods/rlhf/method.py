@@ -55,9 +55,10 @@ class RlhfAdapted(Adapted):
     template: str = "{text}"
     samples_path: Path | None = None  # during a run: held-out samples go here (after those before)
 
-    def use_reward(self, ref: str) -> None:
+    def use_reward(self, ref: str) -> bool:
         """Score with `ref` (a reward run folder or module:function / file.py:function)."""
         self.reward_fn = load_reward_fn(ref, self.device, self.trust_remote_code)
+        return True
 
     def reward(self):
         """The reward function; a run folder's reward model is loaded on first use."""
