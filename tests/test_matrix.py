@@ -5,19 +5,30 @@ For every (method, model) case:
 - save → load (lmadapt.run.load_run) gives identical outputs;
 - the adapted model differs from the base model.
 New methods add a row to CASES (and, where merging exists, a merge test in their own file).
+
+Generation (GEN_CASES): every method whose task_kinds include generation, on the tiny llama with
+a plain text → output file and on the tiny ChatML llama with a `messages` file. There, save →
+load gives identical predictions and target log-likelihoods, and the adapted model differs from
+the base: a method that trains gives the targets other log-likelihoods, one that does not
+changes the prompt (zero-shot is the base).
 """
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 import pytest
 import torch
 
 from lmadapt.data import DataSpec, load_train_eval
-from lmadapt.methods import get_method
+from lmadapt.data.chat import prompt_messages
+from lmadapt.decoding import sequence_logprobs
+from lmadapt.methods import REGISTRY, get_method
 from lmadapt.methods.base import RunContext, task_model_for
 from lmadapt.models.load import ModelSpec
 from lmadapt.run import load_run, tune
 from lmadapt.train.config import TrainConfig
+from tiny import toy_chat_rows, toy_rows, write_jsonl
 
 # (method, model fixture, method settings, trains weights?)
 CASES = [
@@ -122,3 +133,115 @@ def test_full_gives_the_encoder_head_its_own_lr(head_lr, tasks, tiny_bert, tmp_p
     moved = {n for n, p in adapted.tm.model.named_parameters() if (p - before[n]).abs().max() > 1e-6}
     head = {n for n in before if n.startswith(("classifier", "bert.pooler"))}
     assert moved == (head if head_lr else set())
+
+
+# ---- generation -------------------------------------------------------------------------------
+
+GEN_SETTINGS = {"icl": [{"shots": 2}, {"shots": 2, "selection": "nearest"}],
+                "rag": [{"rag_embedder": "", "rag_k": 2}], "head": [{"unfreeze_last": 1}]}
+GEN_CASES = [(name, fixture, settings, cls.trains)
+             for name, cls in REGISTRY.items() if "generation" in cls.task_kinds
+             for fixture in ("tiny_llama", "tiny_chat_llama")
+             for settings in GEN_SETTINGS.get(name, [{}])]
+GEN_TRAIN = replace(TRAIN, max_new_tokens=4)
+
+
+@pytest.fixture(scope="module")
+def gen_tasks(tmp_path_factory):
+    """{fixture: (train, eval)}: text → output rows for the plain llama, messages for the chat one."""
+    folder = tmp_path_factory.mktemp("gen")
+    plain = [write_jsonl(folder / f"{split}.jsonl", toy_rows(n, seed=seed, kind="generation"))
+             for split, n, seed in (("train", 64, 1), ("eval", 8, 2))]
+    chat = [write_jsonl(folder / f"chat_{split}.jsonl", toy_chat_rows(n, seed=seed))
+            for split, n, seed in (("train", 64, 1), ("eval", 8, 2))]
+    return {"tiny_llama": load_train_eval(*plain, DataSpec()), "tiny_chat_llama": load_train_eval(*chat, DataSpec())}
+
+
+def _prompts_and_scorer(adapted, texts: list[str]) -> tuple[list[str], object, object]:
+    """The prompts the adapted model reads, what scores continuations (a model or a logit
+    source: the proxy's steered distribution), and its tokenizer."""
+    if hasattr(adapted, "source"):  # proxy: base + alpha * (expert - anti-expert)
+        return [adapted.base.prompt(t) for t in texts], adapted.source, adapted.base.tokenizer
+    tm = adapted.tm
+    return [tm.prompt(t) for t in texts], tm.model, tm.tokenizer
+
+
+@torch.inference_mode()
+def _target_logprobs(adapted, texts: list[str], targets: list[str]) -> torch.Tensor:
+    """(N,) log-likelihood of each target after the adapted model's prompt."""
+    prompts, scorer, tokenizer = _prompts_and_scorer(adapted, texts)
+    return sequence_logprobs(scorer, tokenizer, prompts, targets)[0]
+
+
+@pytest.mark.parametrize("case", GEN_CASES, ids=[_ids(c) for c in GEN_CASES])
+def test_method_matrix_generation(case, gen_tasks, request, tmp_path, monkeypatch):
+    method, fixture, settings, trains = case
+    model_dir = request.getfixturevalue(fixture)
+    train_task, eval_task = gen_tasks[fixture]
+    assert train_task.kind == "generation" and train_task.chat == (fixture == "tiny_chat_llama")
+    impl = get_method(method)
+    cfg = impl.config_class(**settings)
+    spec = ModelSpec(model=str(model_dir))
+    texts, targets = eval_task.texts(), eval_task.targets()
+
+    base = get_method("zero-shot").fit(train_task, None, get_method("zero-shot").config_class(),
+                                       RunContext(spec, GEN_TRAIN, tmp_path / "base"))[0]
+    base_prompts = _prompts_and_scorer(base, texts)[0]
+    base_logprobs = _target_logprobs(base, texts, targets)
+
+    record = tune(method, spec, train_task, eval_task, cfg, GEN_TRAIN, tmp_path / "run")
+    assert record.metric == "exact_match" and 0.0 <= record.ci_low <= record.score <= record.ci_high <= 1.0
+    assert record.trainable_params <= record.total_params
+
+    # parameters as training starts (adapter modules included), from the shared loop's entry
+    import lmadapt.methods.base as base_module
+
+    started: dict[str, torch.Tensor] = {}
+    real_train = base_module.train
+
+    def recording_train(tm, *args, **kwargs):
+        started.update({n: p.detach().clone() for n, p in tm.model.named_parameters()})
+        return real_train(tm, *args, **kwargs)
+
+    monkeypatch.setattr(base_module, "train", recording_train)
+    fresh, _ = impl.fit(train_task, eval_task, cfg, RunContext(spec, GEN_TRAIN, tmp_path / "again"))
+    monkeypatch.undo()
+
+    # save → load gives identical predictions and target log-likelihoods
+    loaded, _, _ = load_run(tmp_path / "run")
+    predictions = loaded.predict(texts)
+    assert predictions == fresh.predict(texts)
+    assert loaded.evaluate(eval_task)[1]["score"] == pytest.approx(record.score)
+    adapted_logprobs = _target_logprobs(loaded, texts, targets)
+    torch.testing.assert_close(adapted_logprobs, _target_logprobs(fresh, texts, targets), rtol=1e-4, atol=1e-4)
+
+    # trainable parameters change, frozen ones don't
+    model = _model_of(fresh)
+    if trains:
+        assert started, "training never reached the shared loop"
+        before = started
+    else:
+        before = {n: p.detach().clone() for n, p in
+                  task_model_for(train_task, RunContext(spec, GEN_TRAIN, tmp_path)).model.named_parameters()}
+    changed, frozen_changed = [], []
+    for name, tensor in model.named_parameters():
+        assert name in before, f"parameter {name} has no initial value"
+        if not torch.equal(before[name], tensor.detach()):
+            (changed if tensor.requires_grad else frozen_changed).append(name)
+    assert not frozen_changed, f"frozen parameters changed: {frozen_changed[:3]}"
+    if trains:
+        assert record.trainable_params > 0 and changed, "no trainable parameter changed"
+        assert record.train_steps == 8 and record.final_loss is not None
+    else:
+        assert not changed and record.trainable_params == 0
+
+    # adapted differs from the base model
+    if trains:
+        assert not torch.allclose(adapted_logprobs, base_logprobs, atol=1e-5)
+    elif method != "zero-shot":
+        prompts = _prompts_and_scorer(loaded, texts)[0]
+        for text, prompt, base_prompt in zip(texts, prompts, base_prompts, strict=True):
+            query = base_prompt[base_prompt.rindex(prompt_messages(text)[-1]["content"]):]  # last turn on
+            assert prompt != base_prompt and prompt.endswith(query)
+        assert not torch.allclose(adapted_logprobs, base_logprobs, atol=1e-5)
+

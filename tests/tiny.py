@@ -41,6 +41,20 @@ def toy_rows(n: int, seed: int = 0, kind: str = "classification") -> list[dict]:
     return rows
 
 
+def toy_chat_rows(n: int, seed: int = 0) -> list[dict]:
+    """toy_rows' generation task as `messages` rows: one user turn and the answer; every third
+    row opens with a system message, every fourth with an earlier exchange (multi-turn)."""
+    rows = []
+    for i, row in enumerate(toy_rows(n, seed, kind="generation")):
+        turns = [{"role": "user", "content": row["text"]}, {"role": "assistant", "content": row["output"]}]
+        if i % 4 == 1:
+            turns = [{"role": "user", "content": "the film"}, {"role": "assistant", "content": "yes"}, *turns]
+        if i % 3 == 2:
+            turns = [{"role": "system", "content": "Answer yes no"}, *turns]
+        rows.append({"messages": turns})
+    return rows
+
+
 def write_jsonl(path: Path, rows: list[dict]) -> Path:
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return path

@@ -14,6 +14,7 @@ from lmadapt.config import build_configs
 from lmadapt.data.task import Task
 from lmadapt.errors import LmadaptError, ResumeRefused
 from lmadapt.methods import REGISTRY, get_method
+from lmadapt.methods.base import capability_gap
 from lmadapt.models.load import ModelSpec
 from lmadapt.outdir import input_paths
 from lmadapt.report.compare import markdown_report, pareto_plot, print_table
@@ -61,16 +62,28 @@ def compare(methods: list[tuple[str, str | None]], model: ModelSpec, train_task:
 
     With `train_cfg.resume`, an interrupted compare continues: finished methods are reused (same
     settings only; their rows are not stored twice) and an interrupted one resumes from its checkpoints.
+    A method whose declared task or model kinds do not fit (`methods.base.capability_gap`) is
+    skipped, never run: one line on the console and in the report's "Skipped" section.
     """
     records: list[RunRecord] = []
     failures: list[str] = []
+    skipped: list[str] = []
     inputs = set().union(*(input_paths(m or model.model, configs[n], train_task, eval_task) for n, m in methods))
     with atomic_dir(Path(out), overwrite=overwrite, inputs=inputs, resume=train_cfg.resume) as work:
         store = RunStore(work / "runs.sqlite")
         for i, (name, model_ref) in enumerate(methods, start=1):
             spec = dataclasses.replace(model, model=model_ref) if model_ref else model
+            label = name if not model_ref else f"{name}@{Path(model_ref).name}"
+            try:
+                gap = capability_gap(get_method(name), train_task, spec)
+            except LmadaptError:
+                gap = None  # e.g. a model that cannot be found: tune says so, as a failure
+            if gap is not None:
+                skipped.append(f"- `{label}`: {gap}")
+                console.print(f"[yellow]{label} skipped:[/yellow] {gap}")
+                continue
             console.rule(f"[{i}/{len(methods)}] {name} on {spec.model}")
-            run_dir = work / "runs" / (name if not model_ref else f"{name}@{Path(model_ref).name}")
+            run_dir = work / "runs" / label
             try:
                 record = tune(name, spec, train_task, eval_task, configs[name], train_cfg, run_dir, store,
                               lock=False, reuse_finished=train_cfg.resume)
@@ -88,10 +101,12 @@ def compare(methods: list[tuple[str, str | None]], model: ModelSpec, train_task:
                           f"[{record.ci_low:.3f}, {record.ci_high:.3f}]")
             records.append(record)
         if not records:
-            raise LmadaptError("every method failed: " + "; ".join(f.lstrip("- ") for f in failures))
+            what = "every method failed" if not skipped else "no method ran"
+            raise LmadaptError(f"{what}: " + "; ".join(f.lstrip("- ") for f in skipped + failures))
         atomic_write_text(work / "results.jsonl",
                           "".join(json.dumps(dataclasses.asdict(r)) + "\n" for r in records))
-        notes = (notes or []) + (["## Failures", "", *failures, ""] if failures else [])
+        notes = ((notes or []) + (["## Skipped", "", *skipped, ""] if skipped else [])
+                 + (["## Failures", "", *failures, ""] if failures else []))
         atomic_write_text(work / "report.md", markdown_report(records, title, notes))
         pareto_plot(records, work / "pareto.png")
     print_table(records, title)

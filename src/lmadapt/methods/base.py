@@ -90,6 +90,7 @@ class Method(Protocol):
     def load(self, artifact_dir: Path, task: Task, cfg: Any, ctx: RunContext) -> Adapted: ...
 
 
+GENERATIVE = ("generation", "rationale")  # task kinds whose answers are generated (no encoder)
 KIND_PHRASES = {"classification": "a classification task", "generation": "a generation task",
                 "preferences": "a task of preference pairs", "prompts": "a task of prompts",
                 "rationale": "a rationale task"}
@@ -124,18 +125,29 @@ def accepts_task(method: Method, kind: str) -> bool:
     return kind in method.task_kinds or (kind == "rationale" and "generation" in method.task_kinds)
 
 
-def check_capabilities(method: Method, task: Task, model: ModelSpec) -> None:
-    """One-line errors, before any work, when method cannot use this task or model."""
+def capability_gap(method: Method, task: Task, model: ModelSpec) -> str | None:
+    """Why method cannot serve this task or model, as one phrase ("needs a classification task,
+    not a generation task"); None when it can. From the declarations only (the model's config
+    is read for its kind; a model that cannot be found is an error, not a gap)."""
     if not accepts_task(method, task.kind):
         wanted = " or ".join(KIND_PHRASES[k] for k in method.task_kinds)
-        raise LmadaptError(f"method {method.name!r} needs {wanted}, not {KIND_PHRASES[task.kind]} "
-                           "(see `lmadapt methods`)")
+        return f"needs {wanted}, not {KIND_PHRASES[task.kind]}"
     from lmadapt.models.load import load_config, model_kind, resolve_model_ref
 
     kind = model_kind(load_config(resolve_model_ref(model.model), model.trust_remote_code))
     if kind not in method.model_kinds:
-        raise LmadaptError(f"method {method.name!r} cannot use {kind} model {model.model!r}; "
-                           f"it needs a {' or '.join(method.model_kinds)} model")
+        return f"cannot use {kind} model {model.model!r}; it needs a {' or '.join(method.model_kinds)} model"
+    if kind == "encoder" and task.kind in GENERATIVE:
+        return (f"cannot use model {model.model!r} for {KIND_PHRASES[task.kind]}: it is an encoder and cannot "
+                "generate; use a causal LM or seq2seq model")
+    return None
+
+
+def check_capabilities(method: Method, task: Task, model: ModelSpec) -> None:
+    """One-line errors, before any work, when method cannot use this task or model."""
+    gap = capability_gap(method, task, model)
+    if gap is not None:
+        raise LmadaptError(f"method {method.name!r} {gap} (see `lmadapt methods`)")
 
 
 @dataclass

@@ -54,6 +54,12 @@ class PromptBuilder:
         prompts share none; a shared prefix lets label scoring reuse one KV cache."""
         return None
 
+    def messages(self, text: str, messages: list[dict[str, str]]) -> list[dict[str, str]]:
+        """Chat data: the conversation the model sees for input `text`, whose own turns are
+        `messages`. By default the builder's text for the last turn's content replaces it; a
+        builder may add turns (icl: each demonstration a user/assistant pair before the query)."""
+        return [*messages[:-1], {**messages[-1], "content": self(messages[-1]["content"])}]
+
 
 @dataclass
 class TaskModel:
@@ -73,10 +79,13 @@ class TaskModel:
     # ---- batching and loss (training) -------------------------------------------------
     def prompt(self, text: str) -> str:
         """The model input for one input text. Chat data: the conversation so far rendered with
-        the chat template and its generation prompt (a prompt builder's text goes in the user turn)."""
+        the chat template and its generation prompt (a PromptBuilder shapes the turns, see
+        `PromptBuilder.messages`; a plain callable's text goes in the last turn)."""
         if self.chat_template is not None:
             messages = prompt_messages(text)
-            if self.prompt_builder:
+            if isinstance(self.prompt_builder, PromptBuilder):
+                messages = self.prompt_builder.messages(text, messages)
+            elif self.prompt_builder:
                 messages[-1] = {**messages[-1], "content": self.prompt_builder(messages[-1]["content"])}
             return render(self.tokenizer, self.chat_template, messages, generation_prompt=True)
         return self.prompt_builder(text) if self.prompt_builder else self.task.prompt(text)
@@ -168,7 +177,8 @@ class TaskModel:
     def _shared_prefix_scores(self, texts: list[str], batch_size: int) -> torch.Tensor | None:
         """Scores via one KV-cached prefix when every prompt starts with the same text (e.g. fixed
         ICL demonstrations) and labels are single tokens; None when that does not apply."""
-        if not isinstance(self.prompt_builder, PromptBuilder) or self.normalize_scores or not texts:
+        if (not isinstance(self.prompt_builder, PromptBuilder) or self.normalize_scores or not texts
+                or self.chat_template is not None):  # chat prompts: turns, not a text prefix
             return None
         token_ids = single_token_labels(self.tokenizer, self.task.labels, self.task.label_prefix)
         if token_ids is None:

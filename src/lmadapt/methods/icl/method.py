@@ -1,4 +1,9 @@
-"""icl: k demonstrations (random or nearest by embedding similarity) fitted to the context window."""
+"""icl: k demonstrations (random or nearest by embedding similarity) fitted to the context window.
+
+Plain prompts: `prompt(demo) target` blocks before the query's prompt. Chat data: each
+demonstration is an earlier user/assistant exchange, after the query's system message (if any)
+and before its own turns, all rendered with the chat template.
+"""
 
 from __future__ import annotations
 
@@ -8,10 +13,12 @@ from pathlib import Path
 
 import numpy as np
 
+from lmadapt.data.chat import prompt_messages
 from lmadapt.data.task import Example, Task
 from lmadapt.index import Embedder, MemoryIndex
 from lmadapt.methods.base import RunContext, TaskModelAdapted, fitted, task_model_for
 from lmadapt.methods.icl.config import ICLConfig
+from lmadapt.models.chat import render
 from lmadapt.models.embed import FrozenEmbedder
 from lmadapt.models.task_model import PromptBuilder, TaskModel, context_window
 
@@ -26,14 +33,19 @@ class DemoPrompter(PromptBuilder):
         self.index: MemoryIndex | None = None  # exact cosine search over the pool's embeddings
         if cfg.selection == "nearest" and embedder is not None:
             self.index = MemoryIndex(_normalize(embedder.encode([ex.text for ex in pool], progress=True)))
-        label_tokens = max(len(tm.tokenizer(tm.task.label_prefix + label, add_special_tokens=False)["input_ids"])
-                           for label in (tm.task.labels or ["x" * 16]))
+        if tm.task.kind == "classification":  # room for the longest label after the prompt
+            label_tokens = max(len(tm.tokenizer(tm.task.label_prefix + label, add_special_tokens=False)["input_ids"])
+                               for label in tm.task.labels)
+        else:  # room for the generated answer
+            label_tokens = tm.max_new_tokens
         window = context_window(tm.model, tm.tokenizer)
         self.budget = min(cfg.max_prompt_tokens, window - label_tokens - 1)
         tm.max_length = max(tm.max_length, min(window, self.budget + label_tokens + 1))
 
     def demo_text(self, ex: Example) -> str:
-        return f"{self.tm.task.prompt(ex.text)}{self.tm.task.label_prefix}{ex.target}\n\n"
+        task = self.tm.task
+        sep = task.label_prefix if task.kind == "classification" else ""  # as the training target follows
+        return f"{task.prompt(ex.text)}{sep}{ex.target}\n\n"
 
     def choose(self, text: str) -> list[Example]:
         """Demonstrations for one input, least similar first."""
@@ -74,6 +86,25 @@ class DemoPrompter(PromptBuilder):
 
     def __call__(self, text: str) -> str:
         return "".join(self.split(text))
+
+    def messages(self, text: str, messages: list[dict[str, str]]) -> list[dict[str, str]]:
+        """Chat data: the query's system message, then the demonstrations as user/assistant
+        exchanges (least similar first; most similar kept first within the token budget), then
+        the query's own turns."""
+        system = [m for m in messages[:1] if m["role"] == "system"]
+        query = messages[len(system):]
+        demos: list[list[dict[str, str]]] = []
+        for ex in reversed(self.choose(text)):  # most similar first, until the budget is spent
+            turns = [m for m in prompt_messages(ex.text) if m["role"] != "system"]
+            trial = [[*turns, {"role": "assistant", "content": ex.target}], *demos]
+            if self._chat_tokens([*system, *(m for d in trial for m in d), *query]) > self.budget:
+                break
+            demos = trial
+        return [*system, *(m for d in demos for m in d), *query]
+
+    def _chat_tokens(self, messages: list[dict[str, str]]) -> int:
+        rendered = render(self.tm.tokenizer, self.tm.chat_template, messages, generation_prompt=True)
+        return len(self.tm.tokenizer(rendered, add_special_tokens=False)["input_ids"])
 
 
 def balanced_sample(pool: list[Example], shots: int, seed: int) -> list[Example]:

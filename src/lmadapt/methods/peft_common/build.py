@@ -17,6 +17,14 @@ nowhere else, so the TaskModel's left-padded batches work unchanged:
 - peft returns logits for the virtual tokens too, (B, n_virtual + T, V); a hook on the
   PeftModel keeps the last T, so label scoring lines up with input_ids.
 Prefix tuning needs neither: peft offsets the given position_ids by n_virtual itself.
+
+Generation with a KV cache (HF `generate`, lmadapt.decoding): peft 0.21 looks for the cache
+under `past_key_values`, transformers 5 passes it as `cache`, so peft injects its prompt at
+every step — prefix tuning's key/values arrive beside the real cache and are ignored (the
+model generates as if untuned), and prompt/p-tuning's virtual tokens are fed again with each
+new token. Two pre-hooks on the HF model make cached steps match the uncached forward:
+prefix key/values go into the (empty) cache at the first step and are dropped afterwards, and
+re-fed virtual tokens are cut once the cache holds them.
 """
 
 from __future__ import annotations
@@ -31,6 +39,7 @@ from peft import PeftConfig, PeftModel, TaskType, get_peft_model
 
 from lmadapt.data.task import Task
 from lmadapt.decoding.engine import position_ids_for
+from lmadapt.decoding.sources import cache_kwarg
 from lmadapt.errors import LmadaptError
 from lmadapt.methods.base import (
     RunContext,
@@ -74,11 +83,44 @@ def _trim_virtual_logits(module: torch.nn.Module, args: tuple, kwargs: dict, out
     return output
 
 
+def _prefix_into_cache(module: torch.nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+    """Forward pre-hook (prefix tuning, transformers 5): peft's prefix key/values, passed as
+    `past_key_values`, become the start of the step's `cache` when it is still empty; on later
+    steps the cache holds them already and peft's fresh copy is dropped."""
+    prefix, cache = kwargs.get("past_key_values"), kwargs.get("cache")
+    if prefix is None or cache is None or prefix is cache:
+        return args, kwargs
+    if not cache.get_seq_length():
+        for layer_idx, layer in enumerate(prefix.layers):
+            cache.update(layer.keys, layer.values, layer_idx)
+    return args, {k: v for k, v in kwargs.items() if k != "past_key_values"}
+
+
+def _virtual_tokens_once(n_virtual: int) -> Callable:
+    """Forward pre-hook (prompt/p-tuning): peft prepends the n_virtual prompt embeddings on every
+    call; once the cache holds them (any step after the first), cut them from inputs_embeds."""
+    def hook(module: torch.nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+        cache, embeds = kwargs.get("cache"), kwargs.get("inputs_embeds")
+        if cache is not None and embeds is not None and cache.get_seq_length() and embeds.shape[1] > n_virtual:
+            kwargs["inputs_embeds"] = embeds[:, n_virtual:]
+        return args, kwargs
+    return hook
+
+
 def install_prompt_hooks(model: PeftModel, kind: str) -> None:
-    """Make prompt/p-tuning causal LMs accept TaskModel batches (see the module docstring)."""
+    """Make prompt-learning causal LMs accept TaskModel batches and generate with a KV cache
+    (see the module docstring)."""
     config = model.active_peft_config
-    if kind != "causal" or not config.is_prompt_learning or config.peft_type.value == "PREFIX_TUNING":
+    if kind != "causal" or not config.is_prompt_learning:
         return
+    cached_steps = cache_kwarg(model) == "cache"  # transformers 5: peft misses the cache
+    if config.peft_type.value == "PREFIX_TUNING":
+        if cached_steps:
+            model.base_model.register_forward_pre_hook(_prefix_into_cache, with_kwargs=True)
+        return
+    if cached_steps:  # before the positions hook, so positions cover the tokens that remain
+        model.base_model.register_forward_pre_hook(_virtual_tokens_once(config.num_virtual_tokens),
+                                                   with_kwargs=True)
     model.base_model.register_forward_pre_hook(_positions_from_mask, with_kwargs=True)
     model.register_forward_hook(_trim_virtual_logits, with_kwargs=True)
 

@@ -9,10 +9,15 @@ the expert's difference from its untuned self:
 Classification scores each label by its log-likelihood under that distribution; generation
 decodes greedily from it (lmadapt.decoding). With LoRA, M+ and M- are ONE model with the
 adapter on/off (`SharedLoraProxySource`); with `full`, M- is a second, untuned copy.
+
+Chat data: the three models read the same token ids, so the prompt is rendered once, with the
+base model's chat template; the expert is tuned on conversations rendered with that template
+too (`with_base_template`), whatever template the small model ships.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 from dataclasses import replace
 from pathlib import Path
@@ -38,6 +43,7 @@ from lmadapt.methods.base import Adapted, RunContext, task_model_for
 from lmadapt.methods.full import Full, FullConfig
 from lmadapt.methods.lora import Lora, LoraMethodConfig
 from lmadapt.methods.proxy.config import ProxyConfig
+from lmadapt.models.chat import chat_template_for
 from lmadapt.models.load import (
     count_params,
     load_config,
@@ -88,7 +94,7 @@ def label_scores(source: LogitSource, tm: TaskModel, texts: list[str],
     """(N, L) label log-likelihoods under `source` ("proxy"; with single-token labels also "base"
     and "expert" alone), in the TaskModel's prompt/label layout."""
     task, tokenizer = tm.task, tm.tokenizer
-    prompts = [tm.prompt(t) for t in texts]
+    prompts = engine_prompts(tm, texts)
     label_ids = [tokenizer(task.label_prefix + label, add_special_tokens=False)["input_ids"]
                  for label in task.labels]
     if all(len(ids) == 1 for ids in label_ids):
@@ -160,7 +166,7 @@ class ProxyAdapted(Adapted):
             return [self.base.task.labels[i] for i in best.tolist()]
         cfg = GenerationConfig(max_new_tokens=self.base.max_new_tokens)
         return [t.strip() for t in generate(self.source, self.base.tokenizer,
-                                            [self.base.prompt(t) for t in texts], cfg, batch_size)]
+                                            engine_prompts(self.base, texts), cfg, batch_size)]
 
     def figures(self, task: Task) -> dict:
         """The parts alone on the eval set: base (alpha = 0) and expert, with 95% CIs."""
@@ -198,6 +204,30 @@ class ProxyAdapted(Adapted):
         atomic_write_text(artifact_dir / ARTIFACT, json.dumps(meta, indent=2))
 
 
+def engine_prompts(tm: TaskModel, texts: list[str]) -> list[str]:
+    """The base's prompts as the decoding engine reads them. The engine tokenizes with the
+    tokenizer's special tokens; a chat template that writes the BOS itself would get two, so
+    the template's is dropped there."""
+    prompts = [tm.prompt(t) for t in texts]
+    tokenizer, bos = tm.tokenizer, tm.tokenizer.bos_token
+    if tm.chat_template is None or not bos or tokenizer("x")["input_ids"][:1] != [tokenizer.bos_token_id]:
+        return prompts
+    return [p[len(bos):] if p.startswith(bos) else p for p in prompts]
+
+
+def with_base_template(task: Task, ctx: RunContext) -> Task:
+    """Chat data: the task with the base model's chat template written out (or `none` when the
+    base has none and the rows may use the plain template), so the expert learns, and base,
+    expert and anti-expert all read, one rendering of each conversation. Messages data on a base
+    without a template: the one-line error naming the setting, before any training."""
+    if not task.chat or task.chat_template != "auto":
+        return task
+    tokenizer = load_tokenizer(resolve_model_ref(ctx.model.model), "causal", ctx.model.trust_remote_code)
+    shared = copy.copy(task)
+    shared.chat_template = chat_template_for(tokenizer, task, ctx.model.model) or "none"
+    return shared
+
+
 def small_context(ctx: RunContext, cfg: ProxyConfig) -> RunContext:
     """The run context with the small model in place of the base."""
     return replace(ctx, model=replace(ctx.model, model=cfg.proxy_small or ctx.model.model))
@@ -227,6 +257,8 @@ class Proxy:
             ctx: RunContext) -> tuple[ProxyAdapted, TrainResult]:
         small = small_context(ctx, cfg)
         check_pair(ctx.model.model, small.model.model, ctx.model.trust_remote_code)
+        train = with_base_template(train, ctx)
+        eval_task = with_base_template(eval_task, ctx) if eval_task is not None else None
         anti_expert = None
         if cfg.expert_method == "lora":
             expert, result = Lora().fit(train, eval_task, LoraMethodConfig(lora_r=cfg.proxy_lora_r), small)
@@ -242,6 +274,7 @@ class Proxy:
             raise LmadaptError(f"{artifact_dir} has no {ARTIFACT} and {EXPERT_DIR}/; is this a proxy run folder?")
         small = small_context(ctx, cfg)
         check_pair(ctx.model.model, small.model.model, ctx.model.trust_remote_code)
+        task = with_base_template(task, ctx)
         if cfg.expert_method == "lora":
             expert = task_model_for(task, small, self.model_kinds, self.name)
             expert.model = PeftModel.from_pretrained(expert.model, str(folder), is_trainable=False).eval()

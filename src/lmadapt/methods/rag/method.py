@@ -2,6 +2,9 @@
 
     prompt = "Context:\\n" + chunk_1 + "\\n" + ... + chunk_k + "\\n\\n" + task.prompt(text)
 
+Chat data: the same context block opens the last user turn (before its own content), and the
+conversation is rendered with the chat template.
+
 Chunks come from an index built by `lmadapt index build` (`rag_index`), or, when none is given,
 from an in-memory index over the training examples (keyed by their input text, holding
 input + target), which makes `rag` a retrieval-augmented few-shot prompt. The chunks are fitted
@@ -19,12 +22,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from lmadapt.data.chat import prompt_messages
 from lmadapt.data.task import Task
 from lmadapt.errors import LmadaptError
 from lmadapt.index import Embedder, Hit, MemoryIndex, VectorIndex
 from lmadapt.index.embed import resolve_embedder
 from lmadapt.methods.base import Adapted, RunContext, TaskModelAdapted, fitted, task_model_for
 from lmadapt.methods.rag.config import RagConfig
+from lmadapt.models.chat import render
 from lmadapt.models.task_model import PromptBuilder, TaskModel, context_window
 from lmadapt.utils import atomic_write_text
 
@@ -70,7 +75,11 @@ class ContextPrompter(PromptBuilder):
         return len(self.tm.tokenizer(prompt)["input_ids"])
 
     def build(self, text: str) -> tuple[str, int]:
-        """The prompt for one input and how many retrieved chunks it kept."""
+        """The prompt for one input and how many retrieved chunks it kept (chat data: the
+        rendered conversation, the context in its last user turn)."""
+        if self.tm.chat_template is not None:
+            messages, kept = self.chat_messages(text, prompt_messages(text))
+            return render(self.tm.tokenizer, self.tm.chat_template, messages, generation_prompt=True), kept
         query = self.tm.task.prompt(text)
         chunks = [hit.text for hit in self.retriever.hits([text])[0]]
         while chunks:
@@ -82,6 +91,22 @@ class ContextPrompter(PromptBuilder):
 
     def __call__(self, text: str) -> str:
         return self.build(text)[0]
+
+    def chat_messages(self, text: str, messages: list[dict[str, str]]) -> tuple[list[dict[str, str]], int]:
+        """The conversation with `Context: <chunks>` opening its last turn, and the chunks kept."""
+        chunks = [hit.text for hit in self.retriever.hits([text])[0]]
+        last = messages[-1]
+        while chunks:
+            content = "Context:\n" + "\n".join(chunks) + "\n\n" + last["content"]
+            shown = [*messages[:-1], {**last, "content": content}]
+            rendered = render(self.tm.tokenizer, self.tm.chat_template, shown, generation_prompt=True)
+            if len(self.tm.tokenizer(rendered, add_special_tokens=False)["input_ids"]) <= self.budget:
+                return shown, len(chunks)
+            chunks.pop()  # drop the lowest-ranked chunk first
+        return messages, 0
+
+    def messages(self, text: str, messages: list[dict[str, str]]) -> list[dict[str, str]]:
+        return self.chat_messages(text, messages)[0]
 
 
 def source_matches(source: str, gold: str) -> bool:
@@ -136,9 +161,16 @@ class RagAdapted(Adapted):
 
 
 def training_corpus(task: Task) -> list[dict]:
-    """Rows of the in-memory index: key = input text (embedded), text = input + target (shown)."""
+    """Rows of the in-memory index: key = input text (embedded), text = input + target (shown;
+    chat data: the prompt's user turns, then the answer)."""
     sep = task.label_prefix if task.kind == "classification" else ""
-    return [{"key": ex.text, "text": f"{task.prompt(ex.text)}{sep}{ex.target}", "source": f"train:{i}"}
+
+    def shown(text: str) -> str:
+        if not task.chat:
+            return task.prompt(text)
+        return "\n".join(m["content"] for m in prompt_messages(text) if m["role"] != "system") + "\n"
+
+    return [{"key": ex.text, "text": f"{shown(ex.text)}{sep}{ex.target}", "source": f"train:{i}"}
             for i, ex in enumerate(task.examples)]
 
 
