@@ -16,6 +16,7 @@ from rich.markup import escape
 
 from lmadapt.config import build_configs, describe, load_yaml, parse_overrides
 from lmadapt.data.loaders import DataSpec, load_task, load_train_eval
+from lmadapt.data.task import stop_strings
 from lmadapt.errors import LmadaptError
 from lmadapt.methods import REGISTRY, get_method, task_readers
 from lmadapt.models.load import ModelSpec
@@ -84,7 +85,8 @@ def _data_spec(settings: dict, input_field: str, label_field: str, output_field:
                     metric=str(settings.pop("metric", "")),
                     format=str(settings.pop("format", data_format)),
                     chat_template=str(settings.pop("chat_template", "auto")),
-                    train_on=str(settings.pop("train_on", "all")))
+                    train_on=str(settings.pop("train_on", "all")),
+                    stop=stop_strings(settings.pop("stop", ())))
 
 
 def _label_list(value: str | list) -> tuple[str, ...]:
@@ -192,15 +194,18 @@ def eval_cmd(ctx: typer.Context, run_dir: Annotated[Path, typer.Argument(help="a
 
     extra = parse_overrides(ctx.args)
     metric = str(extra.pop("metric", metric))
+    stop = extra.pop("stop", None)
     if extra:
-        raise LmadaptError(f"lmadapt eval takes no setting {next(iter(extra))}=; only metric=NAME ({METRIC_HELP})")
+        raise LmadaptError(f"lmadapt eval takes no setting {next(iter(extra))}=; only metric=NAME ({METRIC_HELP}) "
+                           "and stop=STRING|JSON-LIST")
     adapted, skeleton, manifest = load_run(run_dir, device or None, trust_remote_code=trust_remote_code)
     if reward:
         if not adapted.use_reward(reward):
             raise LmadaptError(f"--reward applies to rlhf runs only; {run_dir} is a {manifest['method']} run")
     spec = DataSpec(input_field=input_field, label_field=label_field, output_field=output_field,
                     kind=skeleton.kind, labels=tuple(skeleton.labels), template=skeleton.template,
-                    metric=metric or skeleton.metric)
+                    metric=metric or skeleton.metric,
+                    stop=stop_strings(stop) if stop is not None else tuple(skeleton.stop))
     task = load_task(_resolve_data(data), spec, readers=task_readers([manifest["method"]]))
     result = evaluate(adapted, task, batch_size)
     scores = {**result.scores, "examples": len(task.examples),

@@ -42,6 +42,7 @@ class TaskMeta:
     format: str = "text"
     chat_template: str = "auto"
     train_on: str = "all"
+    stop: tuple[str, ...] = ()
 
 
 def read_json_object(path: Path) -> dict:

@@ -5,6 +5,8 @@ Run folder layout (written to `.NAME.partial/`, renamed to NAME when complete):
     artifact/         the method's files (PEFT folder, safetensors, demonstration pool, ...)
     record.json       the RunRecord
     predictions.jsonl eval inputs with gold and predicted targets
+                      (predictions.partial.jsonl while the eval runs: generated predictions as
+                      they finish, which `resume=true` continues from)
     train_log.jsonl   loss per optimizer step (trainable methods)
     runs.sqlite       the run store
 """
@@ -22,6 +24,13 @@ from typing import Any
 from lmadapt.data.task import KINDS, Task, overlap_count
 from lmadapt.errors import LmadaptError, ResumeRefused
 from lmadapt.eval.metrics import default_metric
+from lmadapt.eval.prediction_log import (
+    PARTIAL,
+    PredictionLog,
+    has_predictions,
+    recording,
+    saved_settings,
+)
 from lmadapt.manifest import (
     MANIFEST_KEYS,
     TaskMeta,
@@ -50,19 +59,24 @@ class Evaluation:
     predictions: list[str]
     scores: dict[str, Any]
     seconds: float
+    reused: int = 0  # predictions an interrupted run had already made (resume)
 
     @property
     def examples_per_second(self) -> float:
-        return len(self.predictions) / self.seconds if self.seconds > 0 else 0.0
+        made = len(self.predictions) - self.reused
+        return made / self.seconds if self.seconds > 0 else 0.0
 
 
-def evaluate(adapted: Adapted, task: Task, batch_size: int = 32, seed: int = 0) -> Evaluation:
+def evaluate(adapted: Adapted, task: Task, batch_size: int = 32, seed: int = 0,
+             log: PredictionLog | None = None) -> Evaluation:
     """Predict every example of task and score it (metric with a bootstrap 95% CI) by the adapted
     model's `evaluate`: a match against the targets, unless the method scores otherwise (an RLHF
-    policy by its reward, a distill student by its answer checker)."""
+    policy by its reward, a distill student by its answer checker). With `log`, generated
+    predictions are appended to it batch by batch and those it holds are reused (resume)."""
     began = time.perf_counter()
-    predictions, scores = adapted.evaluate(task, seed, batch_size)
-    return Evaluation(predictions, scores, time.perf_counter() - began)
+    with recording(log):
+        predictions, scores = adapted.evaluate(task, seed, batch_size)
+    return Evaluation(predictions, scores, time.perf_counter() - began, log.reused if log else 0)
 
 
 def _manifest(method: str, method_cfg: Any, model: ModelSpec, train_cfg: TrainConfig, task: Task,
@@ -86,13 +100,10 @@ RESUME_FREE = ("resume", "save_every", "eval_batch_size")
 def run_settings(method: str, method_cfg: Any, model: ModelSpec, train_cfg: TrainConfig, train_task: Task) -> dict:
     """What shapes a run's training: method, its config, model, train config, data fingerprint.
     Checkpoints and finished runs are reused (`resume=true`) only under the same settings."""
-    data = hashlib.sha256()
-    for ex in train_task.examples:
-        data.update(json.dumps(asdict(ex), sort_keys=True, default=str).encode() + b"\n")
     return {"method": method, "method_config": asdict(method_cfg),
             "model": {k: v for k, v in asdict(model).items() if k != "device"},
             "train": {k: v for k, v in asdict(train_cfg).items() if k not in RESUME_FREE},
-            "task": _task_settings(train_task), "data_sha256": data.hexdigest()}
+            "task": _task_settings(train_task), "data_sha256": data_sha256(train_task)}
 
 
 def _task_settings(task: Task) -> dict:
@@ -101,6 +112,8 @@ def _task_settings(task: Task) -> dict:
     meta = {k: v for k, v in task.meta().items() if k != "name"}
     if meta.get("metric") == default_metric(task.kind):
         del meta["metric"]
+    if not meta.get("stop"):  # runs from before stop= still resume
+        meta.pop("stop", None)
     return meta
 
 
@@ -117,7 +130,7 @@ def first_difference(old: Any, new: Any, key: str = "") -> tuple[str, Any, Any] 
 def _refuse_changed(where: Path, saved: dict, settings: dict, what: str) -> None:
     if (diff := first_difference(saved, settings)) is not None:
         key, old, new = diff
-        if key == "data_sha256":
+        if key in ("data_sha256", "eval_data_sha256"):
             old, new = "other examples", "these"
         raise ResumeRefused(f"cannot resume from {where}: {key} was {old!r} in its {what}, now {new!r}; "
                            "rerun with the same settings, or without resume=true to start over")
@@ -138,6 +151,30 @@ def check_resume(work: Path, settings: dict, resume: bool) -> None:
             raise LmadaptError(f"cannot resume: {saved} is not valid JSON; rerun without resume=true") from None
         _refuse_changed(checkpoints, old, json.loads(json.dumps(settings)), "checkpoints")
     atomic_write_text(saved, json.dumps(settings, indent=2))
+
+
+def data_sha256(task: Task) -> str:
+    """A fingerprint of a task's examples (their order included)."""
+    data = hashlib.sha256()
+    for ex in task.examples:
+        data.update(json.dumps(asdict(ex), sort_keys=True, default=str).encode() + b"\n")
+    return data.hexdigest()
+
+
+def prediction_log(work: Path, settings: dict, eval_task: Task, resume: bool) -> PredictionLog:
+    """The log the final eval writes its predictions to as they finish (`predictions.partial.jsonl`).
+    With `resume`, the predictions an interrupted run made there are kept, only under the same
+    settings (the run's and the eval examples'); else the file starts afresh."""
+    settings = {**settings, "eval_data_sha256": data_sha256(eval_task)}
+    log = PredictionLog(work / PARTIAL, settings)
+    if resume and has_predictions(log.path):
+        saved = saved_settings(log.path)
+        if saved is None:
+            raise ResumeRefused(f"cannot resume from {log.path}: it holds no settings line; rerun without "
+                               "resume=true to start over")
+        _refuse_changed(log.path, saved, log.settings, "predictions")
+    log.start(resume)
+    return log
 
 
 def finished_run(run_dir: Path, settings: dict) -> RunRecord | None:
@@ -185,11 +222,12 @@ def tune(method: str, model: ModelSpec, train_task: Task, eval_task: Task, metho
     inputs = input_paths(model.model, method_cfg, train_task, eval_task)
     with atomic_dir(Path(out), overwrite=overwrite, inputs=inputs, lock=lock, resume=train_cfg.resume) as work:
         check_resume(work, settings, train_cfg.resume)
+        log = prediction_log(work, settings, eval_task, train_cfg.resume)
         seed_everything(train_cfg.seed)
         ctx = RunContext(model=model, train=train_cfg, work_dir=work)
         with PeakMemory() as memory:
             adapted, result = impl.fit(train_task, eval_task, method_cfg, ctx)
-            evaluation = evaluate(adapted, eval_task, train_cfg.eval_batch_size, train_cfg.seed)
+            evaluation = evaluate(adapted, eval_task, train_cfg.eval_batch_size, train_cfg.seed, log)
             extra = adapted.figures(eval_task)
         extra = {**extra, "train_eval_overlap": overlap_count(train_task, eval_task)}  # eval texts trained on
         adapted.save(work / "artifact")
@@ -198,6 +236,7 @@ def tune(method: str, model: ModelSpec, train_task: Task, eval_task: Task, metho
         _write_jsonl(work / "predictions.jsonl", [
             {"text": ex.text, "target": ex.target, "prediction": p}
             for ex, p in zip(eval_task.examples, evaluation.predictions, strict=True)])
+        log.remove()
         if result is not None and result.losses:
             _write_jsonl(work / "train_log.jsonl", [{"step": i + 1, "loss": loss} for i, loss in enumerate(result.losses)]
                          + [{"epoch_eval": e} for e in result.epoch_evals])

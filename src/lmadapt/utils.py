@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from lmadapt.eval.prediction_log import PARTIAL, has_predictions
 from lmadapt.outdir import MARKERS, check_out, locked, replace_folder
 
 
@@ -31,9 +32,11 @@ def partial_dir(final: Path) -> Path:
 
 def _resumable(work: Path) -> bool:
     """Whether a working folder holds finished work a `resume=true` run continues from:
-    training checkpoints, or (a compare) finished method runs."""
+    training checkpoints, predictions of an interrupted eval, or (a compare) finished method runs."""
     checkpoints = work / "checkpoints"
     if checkpoints.is_dir() and any(checkpoints.glob("step-*")):
+        return True
+    if has_predictions(work / PARTIAL):
         return True
     runs = work / "runs"
     return runs.is_dir() and any((run / "record.json").is_file() or _resumable(run) for run in runs.iterdir()
@@ -48,7 +51,8 @@ def atomic_dir(final: Path, *, overwrite: bool = False, inputs: Iterable[str | P
     `final` is checked first (lmadapt.outdir.check_out: absent, empty, lmadapt's own, or
     `overwrite`; never the working directory, home or a folder holding an input) and locked for
     the whole write (`lock=False` only for a folder inside one already locked).
-    On failure the working folder is removed, unless it holds checkpoints or finished runs,
+    On failure the working folder is removed, unless it holds checkpoints, eval predictions
+    (`predictions.partial.jsonl`) or finished runs,
     which a `resume=true` run continues from (so a refused resume never deletes them). Without
     `resume`, an interrupted run's working folder is cleared first and the run starts over.
     """
@@ -59,7 +63,7 @@ def atomic_dir(final: Path, *, overwrite: bool = False, inputs: Iterable[str | P
         work = partial_dir(final)
         if not resume and work.exists():
             if _resumable(work):
-                print(f"note: starting over; an interrupted run's checkpoints in {work} are discarded "
+                print(f"note: starting over; an interrupted run's checkpoints or predictions in {work} are discarded "
                       "(resume=true continues it)", file=sys.stderr)
             shutil.rmtree(work)
         work.mkdir(parents=True, exist_ok=True)

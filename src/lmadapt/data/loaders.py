@@ -1,4 +1,5 @@
-"""Load a Task from JSONL, CSV, Parquet or a saved `datasets` dataset, with field mapping.
+"""Load a Task from JSONL, CSV, Parquet, a saved `datasets` dataset or a hub dataset id
+(`org/name[:split]`, through `datasets.load_dataset`), with field mapping.
 
 Every bad row is reported with its file and line, e.g. `train.jsonl:17: missing field 'label'`.
 Files are UTF-8 (a leading BOM is dropped; other bytes are an error naming line and byte offset).
@@ -12,6 +13,8 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
+import re
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -38,6 +41,7 @@ class DataSpec:
     format: str = "auto"  # auto | messages | alpaca | prompt_completion | text (data/chat.py)
     chat_template: str = "auto"  # chat data: auto (the tokenizer's) | none | PATH to a jinja template
     train_on: str = "all"  # chat data: loss on every assistant turn (all) or only the last (last)
+    stop: tuple[str, ...] = ()  # generation ends at these strings (stop=, Task.stop)
 
 
 def _not_utf8(path: Path, line_no: int, column: int, offset: int, bad: bytes) -> LmadaptError:
@@ -110,8 +114,106 @@ def _rows_table(path: Path) -> Iterator[tuple[int, dict]]:
     yield from enumerate(rows, start=1)
 
 
+# A hub dataset id (`org/name`), optionally with `:split` or `:config:split` (a split may be sliced,
+# `train[:100]`); never a file name (no data suffix) or a path (no leading `.`, `/`, `~`).
+_HUB_ID = re.compile(r"^(?P<id>[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*)(?::(?P<rest>[^/\\]+))?$")
+_DATA_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet", ".txt", ".tsv", ".arrow")
+
+
+def hub_ref(ref: str) -> tuple[str, str | None, str | None] | None:
+    """(dataset id, config, split) when ref reads as a hub dataset id (`org/name[:split]`,
+    `org/name:config:split`), else None. Local paths and pull names are resolved before this."""
+    match = _HUB_ID.match(str(ref))
+    if match is None or match["id"].lower().endswith(_DATA_SUFFIXES):
+        return None
+    parts = re.split(r":(?![^\[]*\])", match["rest"]) if match["rest"] else []
+    if len(parts) > 2 or any(not p for p in parts):
+        return None
+    config, split = (None, parts[0] if parts else None) if len(parts) < 2 else parts
+    return match["id"], config, split
+
+
+def hub_offline() -> bool:
+    """HF_HUB_OFFLINE (or HF_DATASETS_OFFLINE) is set to a true value."""
+    return any(os.environ.get(var, "").strip().upper() in ("1", "ON", "YES", "TRUE")
+               for var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))
+
+
+def _no_hub(ref: str, why: str) -> LmadaptError:
+    return LmadaptError(f"cannot load hub dataset {ref!r}: {why}; use a named dataset (`lmadapt pull list`, "
+                        "then `lmadapt pull data NAME` while online) or a local .jsonl/.csv/.parquet file or "
+                        "saved datasets folder")
+
+
+def _load_hub(ref: str, dataset_id: str, config: str | None, split: str | None):
+    """`datasets.load_dataset` on the hub id; a split (default: train, or the only one) as a
+    Dataset. Failures are one line: offline, unreachable, no such dataset, no such split."""
+    import datasets
+
+    offline = "the hub is offline (HF_HUB_OFFLINE=1) and it is not in the datasets cache"
+    if hub_offline() and not datasets.config.HF_HUB_OFFLINE:  # set after datasets was imported
+        raise _no_hub(ref, offline)
+    if not hub_offline():
+        probe_hub(ref, dataset_id)
+    try:
+        data = datasets.load_dataset(dataset_id, config, split=split)
+    except datasets.exceptions.DatasetNotFoundError:
+        if hub_offline():
+            raise _no_hub(ref, offline) from None
+        raise LmadaptError(f"no dataset {dataset_id!r} on the hub (or it is private/gated: log in with "
+                           "`hf auth login`); check the id, or pass a local file") from None
+    except (ConnectionError, TimeoutError, OSError) as err:
+        if type(err).__name__ in ("FileNotFoundError", "DataFilesNotFoundError"):
+            raise LmadaptError(f"hub dataset {dataset_id!r} has no data files for {ref!r} "
+                               f"({_first_line(err)})") from None
+        raise _no_hub(ref, offline if hub_offline() else f"the hub is unreachable ({type(err).__name__})") from None
+    except ValueError as err:  # unknown split or config: datasets names the choices
+        raise LmadaptError(f"hub dataset {ref!r}: {_first_line(err)}; use {dataset_id}:SPLIT or "
+                           f"{dataset_id}:CONFIG:SPLIT") from None
+    if isinstance(data, datasets.DatasetDict):
+        names = list(data)
+        if "train" not in data and len(names) != 1:
+            raise LmadaptError(f"hub dataset {dataset_id!r} has splits {', '.join(names)} and none is train; "
+                               f"pick one, e.g. {dataset_id}:{names[0]}")
+        data = data["train" if "train" in data else names[0]]
+    if isinstance(data, datasets.IterableDataset) or not hasattr(data, "__len__"):
+        raise LmadaptError(f"hub dataset {ref!r} loaded as a stream; pass a split, e.g. {dataset_id}:train")
+    return data
+
+
+def probe_hub(ref: str, dataset_id: str) -> None:
+    """One quick request for the dataset's card: a missing dataset or an unreachable hub is a
+    one-line error at once (datasets itself retries for about 25 s, printing each try)."""
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError
+
+    try:
+        HfApi().dataset_info(dataset_id, timeout=10)
+    except RepositoryNotFoundError:
+        raise LmadaptError(f"no dataset {dataset_id!r} on the hub (or it is private/gated: log in with "
+                           "`hf auth login`); check the id, or pass a local file") from None
+    except HfHubHTTPError:
+        return  # e.g. gated: load_dataset says what it needs
+    except Exception as err:  # the HTTP client's network errors have no common public base
+        raise _no_hub(ref, f"the hub is unreachable ({type(err).__name__})") from None
+
+
+def _first_line(err: Exception) -> str:
+    return (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+
+
+def dataset_rows(data) -> Iterator[tuple[int, dict]]:
+    """A `datasets.Dataset` as (1-based row number, dict) rows, the shape every reader yields."""
+    for row_no, row in enumerate(data, start=1):
+        yield row_no, dict(row)
+
+
 def read_rows(path: Path) -> Iterator[tuple[int, dict]]:
-    """Rows of a data file as (line number, dict); the format comes from the suffix."""
+    """Rows of a data file as (line number, dict); the format comes from the suffix. A hub
+    dataset id (`org/name[:split]`, see `hub_ref`) that is no local path loads through
+    `datasets.load_dataset` (row numbers for line numbers)."""
+    if not path.exists() and (hub := hub_ref(str(path))) is not None:
+        return dataset_rows(_load_hub(str(path), *hub))
     if not path.exists():
         raise LmadaptError(f"data file {path} does not exist; check the path or use a pull name")
     suffix = path.suffix.lower()
@@ -197,7 +299,7 @@ def load_task(path: str | Path, spec: DataSpec | None = None, name: str | None =
         raise LmadaptError(f"{path}: no examples; the file is empty")
     return Task(name=name or path.stem, kind=kind, examples=examples,
                 labels=list(spec.labels), template=spec.template, format=fmt, metric=spec.metric,
-                chat_template=_chat_template(spec.chat_template), train_on=spec.train_on)
+                chat_template=_chat_template(spec.chat_template), train_on=spec.train_on, stop=spec.stop)
 
 
 def _generation_kind(spec: DataSpec, fmt: str, path: Path) -> str:

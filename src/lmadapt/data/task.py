@@ -6,6 +6,7 @@ live in `loaders.py`; this file holds the data structure and its checks.
 
 from __future__ import annotations
 
+import json
 import random
 from dataclasses import MISSING, dataclass, field, fields, replace
 
@@ -79,6 +80,7 @@ class Task:
     format: str = "text"  # text | prompt_completion | messages | alpaca (data/chat.py)
     chat_template: str = "auto"  # chat data: auto (the tokenizer's) | none (plain template) | jinja text
     train_on: str = "all"  # chat data: the loss covers every assistant turn (all) or the last (last)
+    stop: tuple[str, ...] = ()  # generation ends at these strings (cut before the first); stop=
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -94,6 +96,7 @@ class Task:
             self._check_labels()
         if self.train_on not in ("all", "last"):
             raise LmadaptError(f"train_on must be all or last, got {self.train_on!r}")
+        self.stop = stop_strings(self.stop)
 
     @property
     def chat(self) -> bool:
@@ -147,6 +150,7 @@ class Task:
         task.name, task.kind, task.examples, task.labels = name, kind, [], list(labels)
         task.template, task.label_prefix = template, label_prefix
         task.metric = check_metric(kind, task.metric)
+        task.stop = stop_strings(task.stop)
         return task
 
     def meta(self) -> dict:
@@ -186,6 +190,24 @@ class Task:
         rng = random.Random(seed)
         picked = rng.sample(range(len(self.examples)), n)
         return self.with_examples([self.examples[i] for i in sorted(picked)])
+
+
+def stop_strings(value: object) -> tuple[str, ...]:
+    """stop= as a tuple of strings: a list, one string, or a JSON list (`'["\\n\\n", "Q:"]'`,
+    for escapes and commas on a command line); empty strings are refused."""
+    if isinstance(value, str):
+        if value.lstrip().startswith("["):
+            try:
+                value = json.loads(value)
+            except ValueError as err:
+                raise LmadaptError(f"stop={value}: not a JSON list of strings ({err})") from None
+        else:
+            value = [value] if value else []
+    if not isinstance(value, (list, tuple)) or not all(isinstance(s, str) for s in value):
+        raise LmadaptError(f"stop={value!r}: give a string or a list of strings")
+    if any(not s for s in value):
+        raise LmadaptError("stop strings must be non-empty; remove the empty entry")
+    return tuple(value)
 
 
 def duplicate_count(task: Task) -> int:

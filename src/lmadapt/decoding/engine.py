@@ -72,6 +72,13 @@ def pick_tokens(
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
 
 
+# Finished rows leave the batch (their cache rows dropped) once at least this share of the rows
+# still in it has finished, so each drop at least halves the batch. On CPU (SmolLM2-135M, rows
+# ending at different steps) dropping each row as it finished was 17% slower than never dropping
+# at batch 8 and 35% faster at batch 32; at half it is level at 8 and as fast at 32.
+DROP_FINISHED_AT = 0.5
+
+
 class _StopWatch:
     """Finds rows whose recent tokens contain a stop string (decodes only a tail window)."""
 
@@ -103,7 +110,8 @@ def decode_batch(
     """Generate up to `cfg.max_new_tokens` for a left-padded batch; returns new tokens (B, N).
 
     A row that emits EOS (kept in the output) or hits a stop string then emits `pad_token_id`;
-    the loop ends when every row has finished.
+    the loop ends when every row has finished. Greedy decoding from a source that can drop rows
+    of its cache (`keep_rows`, e.g. a `ModelSource`) stops computing finished rows.
     """
     batch, prompt_len = input_ids.shape
     max_new = cfg.max_new_tokens
@@ -119,18 +127,26 @@ def decode_batch(
     step_ids, step_pos = input_ids, position_ids_for(attention_mask)  # prefill: (B, T)
     next_pos = step_pos[:, -1:] + 1  # (B, 1)
     steps = 0
+    rows = torch.arange(batch)  # the row of new_tokens each row still decoding fills
+    compact = not cfg.do_sample and hasattr(source, "keep_rows")  # sampling keeps its draws as they are
     for t in range(max_new):
-        logits = source.step(step_ids, full_mask[:, : prompt_len + t], step_pos)[:, -1]  # (B, V)
-        token = pick_tokens(logits, cfg, generator).cpu()  # (B,)
+        logits = source.step(step_ids, full_mask[:, : prompt_len + t], step_pos)[:, -1]  # (b, V)
+        token = pick_tokens(logits, cfg, generator).cpu()  # (b,)
         token = token.masked_fill(finished, pad_token_id)
-        new_tokens[:, t] = token
+        new_tokens[rows, t] = token
         steps = t + 1
         finished |= torch.isin(token, eos)
         if stop_watch is not None:
-            finished |= stop_watch(new_tokens[:, :steps], ~finished)
+            finished |= stop_watch(new_tokens[rows, :steps], ~finished)
         if bool(finished.all()):
             break
-        step_ids, step_pos = token[:, None], next_pos  # (B, 1) each
+        token = token[:, None]  # (b, 1)
+        if compact and int(finished.sum()) >= DROP_FINISHED_AT * len(finished):
+            keep = (~finished).nonzero().flatten()
+            source.keep_rows(keep)  # type: ignore[attr-defined]
+            rows, full_mask, next_pos, token = rows[keep], full_mask[keep], next_pos[keep], token[keep]
+            finished = finished[keep]
+        step_ids, step_pos = token, next_pos  # (b, 1) each
         next_pos = next_pos + 1
     return new_tokens[:, :steps]
 
@@ -146,6 +162,41 @@ def _finish_text(tokenizer: Any, prompt_ids: list[int], new_ids: list[int], stop
     )
     cuts = [text.find(s) for s in stop if s in text]
     return text[: min(cuts)] if cuts else text
+
+
+def eos_ids_for(source: LogitSource, tokenizer: Any, extra: list[int] | tuple[int, ...] = ()) -> list[int]:
+    """The ids that end a row: the source's (its generation config), the tokenizer's EOS and
+    `extra` (e.g. a chat template's end-of-turn token)."""
+    eos = {*source.eos_token_ids, *extra}
+    if tokenizer.eos_token_id is not None:
+        eos.add(int(tokenizer.eos_token_id))
+    return sorted(eos)
+
+
+def stop_watch_for(tokenizer: Any, stop: list[str]) -> _StopWatch | None:
+    """What ends a row at a stop string (None when there are none)."""
+    return _StopWatch(tokenizer, stop) if stop else None
+
+
+def complete(
+    source: LogitSource,
+    tokenizer: Any,
+    prompt_ids: list[list[int]],
+    cfg: GenerationConfig,
+    eos_ids: list[int],
+    pad_id: int,
+    stop_watch: _StopWatch | None = None,
+) -> list[str]:
+    """One left-padded batch of token-id prompts → the text after each prompt: up to its first
+    EOS (excluded), cut before the first stop string."""
+    input_ids, attention_mask = left_pad(prompt_ids, pad_id)
+    new = decode_batch(source, input_ids, attention_mask, cfg, eos_ids, pad_id, stop_watch)
+    eos = set(eos_ids)
+    texts = []
+    for ids, row in zip(prompt_ids, new.tolist(), strict=True):
+        kept = row[: next((i for i, tok in enumerate(row) if tok in eos), len(row))]
+        texts.append(_finish_text(tokenizer, ids, kept, cfg.stop))
+    return texts
 
 
 def generate(
@@ -165,13 +216,8 @@ def generate(
         return []
     source = as_source(model, tokenizer)
     pad_id = pad_id_of(tokenizer)
-    eos_ids = sorted(
-        {
-            *source.eos_token_ids,
-            *([tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []),
-        }
-    )
-    stop_watch = _StopWatch(tokenizer, cfg.stop) if cfg.stop else None
+    eos_ids = eos_ids_for(source, tokenizer)
+    stop_watch = stop_watch_for(tokenizer, cfg.stop)
     prompt_ids = [tokenizer(p)["input_ids"] for p in prompts]
     if any(not ids for ids in prompt_ids):
         raise LmadaptError("a prompt encodes to zero tokens; give every prompt some text")
@@ -179,9 +225,5 @@ def generate(
     texts: list[str] = []
     for start in range(0, len(prompts), size):
         chunk = prompt_ids[start : start + size]
-        input_ids, attention_mask = left_pad(chunk, pad_id)
-        new = decode_batch(source, input_ids, attention_mask, cfg, eos_ids, pad_id, stop_watch)
-        for ids, row in zip(chunk, new.tolist(), strict=True):
-            kept = row[: next((i for i, tok in enumerate(row) if tok in eos_ids), len(row))]
-            texts.append(_finish_text(tokenizer, ids, kept, cfg.stop))
+        texts += complete(source, tokenizer, chunk, cfg, eos_ids, pad_id, stop_watch)
     return texts

@@ -150,6 +150,11 @@ class ModelSource:
         """Start over with an empty KV cache."""
         self._cache = None
 
+    def keep_rows(self, rows: torch.Tensor) -> None:
+        """Keep only these rows of the batch in the KV cache (the engine drops finished rows)."""
+        if self._cache is not None:
+            self._cache.batch_select_indices(rows.to(self.device))
+
     @contextmanager
     def _adapters_off(self):
         """The peft adapters switched off for one forward. Per layer (`enable_adapters`): peft's

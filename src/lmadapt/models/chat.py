@@ -84,3 +84,23 @@ def encode_with_spans(tokenizer: PreTrainedTokenizerBase, text: str, spans: list
             ids += piece
             covered += [inside] * len(piece)
     return ids[-max_length:], covered[-max_length:]
+
+
+_PROBE = "lmadapt end-of-turn probe"
+
+
+def end_of_turn_id(tokenizer: PreTrainedTokenizerBase, template: str) -> int | None:
+    """The special token the template puts right after an assistant's text (e.g. `<|im_end|>`,
+    `<|eot_id|>`, `<end_of_turn>`): generation stops there as at EOS. None when the template
+    puts no special token there (or cannot render a plain conversation)."""
+    try:
+        text = render(tokenizer, template, [{"role": "user", "content": "hi"},
+                                            {"role": "assistant", "content": _PROBE}], generation_prompt=False)
+    except LmadaptError:
+        return None
+    at = text.rfind(_PROBE)
+    if at < 0:
+        return None
+    after = tokenizer(text[at + len(_PROBE):].lstrip(" "), add_special_tokens=False)["input_ids"]
+    special = set(tokenizer.all_special_ids) | {i for i, tok in tokenizer.added_tokens_decoder.items() if tok.special}
+    return int(after[0]) if after and after[0] in special else None

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
+from tqdm.auto import tqdm
 from transformers import (
     AutoModelForCausalLM,
     AutoModelForSeq2SeqLM,
@@ -23,10 +24,27 @@ from transformers import (
 
 from lmadapt.data.chat import ChatExample, prompt_messages
 from lmadapt.data.task import Example, Task
-from lmadapt.decoding.engine import left_pad, position_ids_for
+from lmadapt.decoding.config import GenerationConfig
+from lmadapt.decoding.engine import (
+    complete,
+    eos_ids_for,
+    left_pad,
+    pad_id_of,
+    position_ids_for,
+    stop_watch_for,
+)
 from lmadapt.decoding.scoring import token_logprobs
+from lmadapt.decoding.sources import ModelSource
+from lmadapt.decoding.vocab import output_width
 from lmadapt.errors import LmadaptError
-from lmadapt.models.chat import assistant_spans, chat_template_for, encode_with_spans, render
+from lmadapt.eval.prediction_log import active_log
+from lmadapt.models.chat import (
+    assistant_spans,
+    chat_template_for,
+    encode_with_spans,
+    end_of_turn_id,
+    render,
+)
 from lmadapt.models.load import (
     ModelSpec,
     load_config,
@@ -206,21 +224,90 @@ class TaskModel:
         return torch.stack(rows)
 
     def generate(self, prompts: list[str], batch_size: int = 8) -> list[str]:
-        """Greedy continuation of each prompt, cut at EOS."""
-        outputs: list[str] = []
-        for start in range(0, len(prompts), batch_size):
-            enc = self.tokenizer(prompts[start:start + batch_size], truncation=True, padding=True,
-                                 max_length=self.max_length, return_tensors="pt",
-                                 add_special_tokens=self.chat_template is None).to(self.device)
-            generated = self.model.generate(**enc, max_new_tokens=self.max_new_tokens, do_sample=False,
-                                            pad_token_id=self.tokenizer.pad_token_id)
-            new = generated if self.kind == "seq2seq" else generated[:, enc["input_ids"].shape[1]:]
-            outputs.extend(t.strip() for t in self.tokenizer.batch_decode(new, skip_special_tokens=True))
-        return outputs
+        """Greedy continuation of each prompt, stripped. It ends at EOS, at the chat template's end
+        of turn, before the first stop string (`task.stop`) or after `max_new_tokens`.
+
+        Causal LMs run through the decoding engine (KV cache, left padding, longest prompts first;
+        a prompt over `max_length` tokens keeps its end); seq2seq models and peft prompt-learning
+        models (prompt, ptuning, prefix) through `model.generate`. A progress bar (examples/s, ETA)
+        shows on a terminal. Inside `run.evaluate`'s prediction log (eval/prediction_log.py) each
+        finished batch is appended to it, and prompts it already holds are not generated again.
+        """
+        log = active_log()
+        call = log.next_call() if log is not None else -1
+        outputs: dict[int, str] = log.done(call, prompts) if log is not None else {}
+        todo = [i for i in range(len(prompts)) if i not in outputs]
+        engine = self._uses_engine()
+        ids: list[list[int]] = []
+        if engine and todo:
+            encoded = self.tokenizer([prompts[i] for i in todo], add_special_tokens=self.chat_template is None)
+            ids = [row[-self.max_length:] for row in encoded["input_ids"]]
+            if any(not row for row in ids):
+                raise LmadaptError("a prompt encodes to zero tokens; give every prompt some text")
+            by_length = sorted(range(len(todo)), key=lambda k: -len(ids[k]))
+            todo, ids = [todo[k] for k in by_length], [ids[k] for k in by_length]
+        with tqdm(total=len(prompts), initial=len(outputs), desc="generate", unit="ex", disable=None,
+                  leave=False, dynamic_ncols=True) as bar:
+            run = self._engine_batches(ids, batch_size) if engine else None
+            for start in range(0, len(todo), batch_size):
+                chunk = todo[start:start + batch_size]
+                texts = next(run) if run is not None else self._hf_generate([prompts[i] for i in chunk])
+                outputs.update(zip(chunk, texts, strict=True))
+                if log is not None:
+                    log.append(call, [(prompts[i], text) for i, text in zip(chunk, texts, strict=True)])
+                bar.update(len(chunk))
+        return [outputs[i] for i in range(len(prompts))]
+
+    def _uses_engine(self) -> bool:
+        """Causal LMs decode with lmadapt's engine, except peft prompt-learning models (their
+        virtual tokens go in through peft's own generate)."""
+        peft_config = getattr(self.model, "active_peft_config", None)
+        return self.kind == "causal" and not getattr(peft_config, "is_prompt_learning", False)
+
+    def _engine_batches(self, ids: list[list[int]], batch_size: int):
+        """Generated texts, one list per batch of `ids` (token-id prompts)."""
+        tokenizer = self.tokenizer
+        source = ModelSource(self.model, vocab_size=min(len(tokenizer), output_width(self.model)))
+        eot = end_of_turn_id(tokenizer, self.chat_template) if self.chat_template is not None else None
+        eos = eos_ids_for(source, tokenizer, [eot] if eot is not None else [])
+        cfg = GenerationConfig(max_new_tokens=self.max_new_tokens, stop=list(self.task.stop))
+        stop_watch, pad = stop_watch_for(tokenizer, cfg.stop), pad_id_of(tokenizer)
+        for start in range(0, len(ids), batch_size):
+            texts = complete(source, tokenizer, ids[start:start + batch_size], cfg, eos, pad, stop_watch)
+            yield [t.strip() for t in texts]
+
+    def _hf_generate(self, prompts: list[str]) -> list[str]:
+        """One batch through `model.generate` (seq2seq, peft prompt learning), cut at a stop string."""
+        if self.kind == "causal":  # the prompt's end is kept, as on the engine's path
+            encoded = self.tokenizer(prompts, add_special_tokens=self.chat_template is None)["input_ids"]
+            input_ids, mask = left_pad([row[-self.max_length:] for row in encoded], pad_id_of(self.tokenizer))
+            enc = {"input_ids": input_ids.to(self.device), "attention_mask": mask.to(self.device)}
+        else:
+            enc = self.tokenizer(prompts, truncation=True, padding=True, max_length=self.max_length,
+                                 return_tensors="pt", add_special_tokens=self.chat_template is None).to(self.device)
+        extra = {}
+        if self.chat_template is not None and (eot := end_of_turn_id(self.tokenizer, self.chat_template)) is not None:
+            config = getattr(self.model, "generation_config", None)
+            eos = [e for e in _as_list(getattr(config, "eos_token_id", None)) if e is not None]
+            extra["eos_token_id"] = [*eos, eot]
+        generated = self.model.generate(**enc, max_new_tokens=self.max_new_tokens, do_sample=False,
+                                        pad_token_id=self.tokenizer.pad_token_id, **extra)
+        new = generated if self.kind == "seq2seq" else generated[:, enc["input_ids"].shape[1]:]
+        texts = self.tokenizer.batch_decode(new, skip_special_tokens=True)
+        return [_cut_at_stop(t, self.task.stop).strip() for t in texts]
 
     @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
+
+
+def _as_list(value: object) -> list:
+    return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+def _cut_at_stop(text: str, stop: tuple[str, ...]) -> str:
+    cuts = [text.find(s) for s in stop if s in text]
+    return text[:min(cuts)] if cuts else text
 
 
 def context_window(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase) -> int:
