@@ -60,9 +60,9 @@ def write_jsonl(path: Path, rows: list[dict]) -> Path:
     return path
 
 
-def _word_tokenizer(cls: type, **special: str) -> PreTrainedTokenizerFast:
-    """A word-level tokenizer over VOCAB (splits on whitespace and punctuation)."""
-    backend = Tokenizer(models.WordLevel(vocab={tok: i for i, tok in enumerate(VOCAB)}, unk_token="[UNK]"))
+def _word_tokenizer(cls: type, vocab: list[str] = VOCAB, **special) -> PreTrainedTokenizerFast:
+    """A word-level tokenizer over vocab (splits on whitespace and punctuation)."""
+    backend = Tokenizer(models.WordLevel(vocab={tok: i for i, tok in enumerate(vocab)}, unk_token="[UNK]"))
     backend.pre_tokenizer = pre_tokenizers.Whitespace()
     backend.decoder = decoders.WordPiece(prefix="##")  # joins words with spaces
     return cls(tokenizer_object=backend, **special)
@@ -85,20 +85,25 @@ def make_bert(folder: Path, seed: int = 0, dropout: float = 0.1) -> Path:
     return folder
 
 
-def make_llama(folder: Path, seed: int = 0) -> Path:
-    """A 2-layer Llama (hidden 64) with a word-level tokenizer over VOCAB."""
+def _save_llama(folder: Path, tokenizer: PreTrainedTokenizerFast, vocab: list[str], eos: str, seed: int) -> Path:
+    """A 2-layer Llama (hidden 64) over vocab, saved with its tokenizer."""
     folder.mkdir(parents=True, exist_ok=True)
-    vocab = {tok: i for i, tok in enumerate(VOCAB)}
-    tokenizer = _word_tokenizer(PreTrainedTokenizerFast, bos_token="<s>", eos_token="</s>",
-                                pad_token="[PAD]", unk_token="[UNK]")
+    ids = {tok: i for i, tok in enumerate(vocab)}
     torch.manual_seed(seed)
-    config = LlamaConfig(vocab_size=len(VOCAB), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+    config = LlamaConfig(vocab_size=len(vocab), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
                          num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
-                         bos_token_id=vocab["<s>"], eos_token_id=vocab["</s>"], pad_token_id=vocab["[PAD]"],
+                         bos_token_id=ids["<s>"], eos_token_id=ids[eos], pad_token_id=ids["[PAD]"],
                          tie_word_embeddings=False)
     LlamaForCausalLM(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
+
+
+def make_llama(folder: Path, seed: int = 0) -> Path:
+    """A 2-layer Llama (hidden 64) with a word-level tokenizer over VOCAB."""
+    tokenizer = _word_tokenizer(PreTrainedTokenizerFast, bos_token="<s>", eos_token="</s>",
+                                pad_token="[PAD]", unk_token="[UNK]")
+    return _save_llama(folder, tokenizer, VOCAB, "</s>", seed)
 
 
 CHATML = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
@@ -109,20 +114,8 @@ CHAT_VOCAB = VOCAB + ["<|im_start|>", "<|im_end|>", "system", "user", "assistant
 def make_chat_llama(folder: Path, seed: int = 0) -> Path:
     """make_llama's model with ChatML turns: <|im_start|>/<|im_end|> tokens, a chat template,
     and <|im_end|> as the end-of-sequence token (generation stops at the end of a turn)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    vocab = {tok: i for i, tok in enumerate(CHAT_VOCAB)}
-    backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token="[UNK]"))
-    backend.pre_tokenizer = pre_tokenizers.Whitespace()
-    backend.decoder = decoders.WordPiece(prefix="##")
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, bos_token="<s>", eos_token="<|im_end|>",
-                                        pad_token="[PAD]", unk_token="[UNK]",
-                                        additional_special_tokens=["<|im_start|>", "<|im_end|>"])
+    tokenizer = _word_tokenizer(PreTrainedTokenizerFast, CHAT_VOCAB, bos_token="<s>", eos_token="<|im_end|>",
+                                pad_token="[PAD]", unk_token="[UNK]",
+                                additional_special_tokens=["<|im_start|>", "<|im_end|>"])
     tokenizer.chat_template = CHATML
-    torch.manual_seed(seed)
-    config = LlamaConfig(vocab_size=len(CHAT_VOCAB), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
-                         bos_token_id=vocab["<s>"], eos_token_id=vocab["<|im_end|>"], pad_token_id=vocab["[PAD]"],
-                         tie_word_embeddings=False)
-    LlamaForCausalLM(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
+    return _save_llama(folder, tokenizer, CHAT_VOCAB, "<|im_end|>", seed)
