@@ -238,6 +238,7 @@ class TaskModel:
         outputs: dict[int, str] = log.done(call, prompts) if log is not None else {}
         todo = [i for i in range(len(prompts)) if i not in outputs]
         engine = self._uses_engine()
+        eot = end_of_turn_id(self.tokenizer, self.chat_template) if self.chat_template is not None else None
         ids: list[list[int]] = []
         if engine and todo:
             encoded = self.tokenizer([prompts[i] for i in todo], add_special_tokens=self.chat_template is None)
@@ -248,10 +249,10 @@ class TaskModel:
             todo, ids = [todo[k] for k in by_length], [ids[k] for k in by_length]
         with tqdm(total=len(prompts), initial=len(outputs), desc="generate", unit="ex", disable=None,
                   leave=False, dynamic_ncols=True) as bar:
-            run = self._engine_batches(ids, batch_size) if engine else None
+            run = self._engine_batches(ids, batch_size, eot) if engine else None
             for start in range(0, len(todo), batch_size):
                 chunk = todo[start:start + batch_size]
-                texts = next(run) if run is not None else self._hf_generate([prompts[i] for i in chunk])
+                texts = next(run) if run is not None else self._hf_generate([prompts[i] for i in chunk], eot)
                 outputs.update(zip(chunk, texts, strict=True))
                 if log is not None:
                     log.append(call, [(prompts[i], text) for i, text in zip(chunk, texts, strict=True)])
@@ -264,11 +265,11 @@ class TaskModel:
         peft_config = getattr(self.model, "active_peft_config", None)
         return self.kind == "causal" and not getattr(peft_config, "is_prompt_learning", False)
 
-    def _engine_batches(self, ids: list[list[int]], batch_size: int):
-        """Generated texts, one list per batch of `ids` (token-id prompts)."""
+    def _engine_batches(self, ids: list[list[int]], batch_size: int, eot: int | None):
+        """Generated texts, one list per batch of `ids` (token-id prompts); `eot`: the chat
+        template's end-of-turn token, a stop like EOS."""
         tokenizer = self.tokenizer
         source = ModelSource(self.model, vocab_size=min(len(tokenizer), output_width(self.model)))
-        eot = end_of_turn_id(tokenizer, self.chat_template) if self.chat_template is not None else None
         eos = eos_ids_for(source, tokenizer, [eot] if eot is not None else [])
         cfg = GenerationConfig(max_new_tokens=self.max_new_tokens, stop=list(self.task.stop))
         stop_watch, pad = stop_watch_for(tokenizer, cfg.stop), pad_id_of(tokenizer)
@@ -276,7 +277,7 @@ class TaskModel:
             texts = complete(source, tokenizer, ids[start:start + batch_size], cfg, eos, pad, stop_watch)
             yield [t.strip() for t in texts]
 
-    def _hf_generate(self, prompts: list[str]) -> list[str]:
+    def _hf_generate(self, prompts: list[str], eot: int | None) -> list[str]:
         """One batch through `model.generate` (seq2seq, peft prompt learning), cut at a stop string."""
         if self.kind == "causal":  # the prompt's end is kept, as on the engine's path
             encoded = self.tokenizer(prompts, add_special_tokens=self.chat_template is None)["input_ids"]
@@ -286,7 +287,7 @@ class TaskModel:
             enc = self.tokenizer(prompts, truncation=True, padding=True, max_length=self.max_length,
                                  return_tensors="pt", add_special_tokens=self.chat_template is None).to(self.device)
         extra = {}
-        if self.chat_template is not None and (eot := end_of_turn_id(self.tokenizer, self.chat_template)) is not None:
+        if eot is not None:
             config = getattr(self.model, "generation_config", None)
             eos = [e for e in _as_list(getattr(config, "eos_token_id", None)) if e is not None]
             extra["eos_token_id"] = [*eos, eot]
