@@ -68,7 +68,8 @@ def compare(methods: list[tuple[str, str | None]], model: ModelSpec, train_task:
     records: list[RunRecord] = []
     failures: list[str] = []
     skipped: list[str] = []
-    inputs = set().union(*(input_paths(m or model.model, configs[n], train_task, eval_task) for n, m in methods))
+    inputs = input_paths(model.model, None, train_task, eval_task).union(  # the data files once
+        *(input_paths(m or model.model, configs[n]) for n, m in methods))
     with atomic_dir(Path(out), overwrite=overwrite, inputs=inputs, resume=train_cfg.resume) as work:
         store = RunStore(work / "runs.sqlite")
         for i, (name, model_ref) in enumerate(methods, start=1):

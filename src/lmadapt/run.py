@@ -219,7 +219,8 @@ def tune(method: str, model: ModelSpec, train_task: Task, eval_task: Task, metho
         if store is not None:
             store.add(record)
         return record
-    inputs = input_paths(model.model, method_cfg, train_task, eval_task)
+    # a nested run (lock=False, inside a compare) is checked by its caller, which passes its inputs
+    inputs = input_paths(model.model, method_cfg, train_task, eval_task) if lock else ()
     with atomic_dir(Path(out), overwrite=overwrite, inputs=inputs, lock=lock, resume=train_cfg.resume) as work:
         check_resume(work, settings, train_cfg.resume)
         log = prediction_log(work, settings, eval_task, train_cfg.resume)
