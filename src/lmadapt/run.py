@@ -128,7 +128,9 @@ def first_difference(old: Any, new: Any, key: str = "") -> tuple[str, Any, Any] 
 
 
 def _refuse_changed(where: Path, saved: dict, settings: dict, what: str) -> None:
-    if (diff := first_difference(saved, settings)) is not None:
+    """ResumeRefused naming the first key where `settings` (as JSON stores them: tuples are
+    lists) differs from the `saved` ones."""
+    if (diff := first_difference(saved, json.loads(json.dumps(settings)))) is not None:
         key, old, new = diff
         if key in ("data_sha256", "eval_data_sha256"):
             old, new = "other examples", "these"
@@ -149,7 +151,7 @@ def check_resume(work: Path, settings: dict, resume: bool) -> None:
             old = json.loads(saved.read_text(encoding="utf-8"))
         except ValueError:
             raise LmadaptError(f"cannot resume: {saved} is not valid JSON; rerun without resume=true") from None
-        _refuse_changed(checkpoints, old, json.loads(json.dumps(settings)), "checkpoints")
+        _refuse_changed(checkpoints, old, settings, "checkpoints")
     atomic_write_text(saved, json.dumps(settings, indent=2))
 
 
@@ -190,7 +192,7 @@ def finished_run(run_dir: Path, settings: dict) -> RunRecord | None:
         return None  # unreadable: run it again
     if saved is None:
         return None
-    _refuse_changed(run_dir, saved, json.loads(json.dumps(settings)), "finished run")
+    _refuse_changed(run_dir, saved, settings, "finished run")
     return record
 
 
