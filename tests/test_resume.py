@@ -115,10 +115,11 @@ def test_resumed_compare_reruns_only_unfinished_methods(run_cli, monkeypatch, ti
                                                         tmp_path):
     out = tmp_path / "cmp"
     args = ["compare", "--methods", f"zero-shot@{tiny_llama},head", "--model", tiny_bert, "--train", toy_data[0],
-            "--eval", toy_data[1], "--out", out, "epochs=2", "batch_size=8", "save_every=4",
+            "--eval", toy_data[1], "--out", out, "epochs=2", "batch_size=8", "save_every=3",
             "max_eval_examples=8"]
     with monkeypatch.context() as patch:
-        _interrupt_after_checkpoint(patch, 12)  # head is interrupted in epoch 2
+        # 54 training examples after the validation split: 6 steps per epoch; head is interrupted in epoch 2
+        _interrupt_after_checkpoint(patch, 9)
         assert run_cli(args)[0] == 130
     partial = out.with_name(".cmp.partial")
     finished = json.loads((partial / "runs" / "zero-shot@llama0" / "record.json").read_text())
@@ -131,14 +132,15 @@ def test_resumed_compare_reruns_only_unfinished_methods(run_cli, monkeypatch, ti
     monkeypatch.setattr(ZeroShot, "fit", lambda self, *a, **k: fits.append(1) or pytest.fail("re-ran zero-shot"))
     code, err = run_cli([*args, "resume=true"])
     assert code == 0, err
-    assert not fits and loaded == ["step-12"]
+    assert not fits and loaded == ["step-9"]
     results = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
     assert [r["method"] for r in results] == ["zero-shot", "head"]
     assert results[0]["created"] == finished["created"]  # reused, not re-run
     with sqlite3.connect(out / "runs.sqlite") as db:
         assert db.execute("SELECT method FROM runs ORDER BY id").fetchall() == [("zero-shot",), ("head",)]
     head_log = [json.loads(line) for line in (out / "runs" / "head" / "train_log.jsonl").read_text().splitlines()]
-    assert [row["epoch_eval"]["epoch"] for row in head_log if "epoch_eval" in row] == [1]
+    # epoch 1's validation score, from before the interruption, survives; epoch 2's follows it
+    assert [row["epoch_eval"]["epoch"] for row in head_log if "epoch_eval" in row] == [1, 2]
 
 
 def test_first_difference_names_the_dotted_key():

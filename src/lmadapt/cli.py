@@ -14,6 +14,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from lmadapt.compare import CompareConfig
 from lmadapt.config import build_configs, describe, load_yaml, parse_overrides
 from lmadapt.data.loaders import DataSpec, load_task, load_train_eval
 from lmadapt.data.task import stop_strings
@@ -40,6 +41,8 @@ EXTRA = {"allow_extra_args": True, "ignore_unknown_options": False}
 SETTINGS_HELP = ("Settings (as key=value after the options, or in --config YAML):\n\n" +
                  describe([TrainConfig]) + "\n\nMethod settings:\n\n" +
                  describe([get_method(m).config_class for m in REGISTRY]))
+COMPARE_HELP = ("Compare settings (selection on a validation set, search, seeds, budgets):\n\n"
+                + describe([CompareConfig]) + "\n\n" + SETTINGS_HELP)
 
 # ---- shared options --------------------------------------------------------------------------
 ModelOpt = Annotated[str, typer.Option("--model", "-m", help="hub id, local path or pull name (lmadapt pull list)")]
@@ -148,7 +151,7 @@ def tune(ctx: typer.Context, method: Annotated[str, typer.Option(help=f"one of: 
     print(out / "record.json")
 
 
-@app.command(context_settings=EXTRA, epilog=SETTINGS_HELP)
+@app.command(context_settings=EXTRA, epilog=COMPARE_HELP)
 def compare(ctx: typer.Context,
             methods: Annotated[str, typer.Option(help="comma-separated methods; METHOD@MODEL uses another model for that method; 'all' = every method")] = "features,head,full",
             model: ModelOpt = "", train: TrainOpt = "", eval: EvalOpt = None, out: OutOpt = Path("runs/compare"),
@@ -158,7 +161,7 @@ def compare(ctx: typer.Context,
             device: DeviceOpt = "auto", trust_remote_code: RemoteOpt = False, overwrite: OverwriteOpt = False) -> None:
     """Run several methods on the same data: OUT/results.jsonl, OUT/report.md, OUT/pareto.png."""
     from lmadapt.compare import compare as run_compare
-    from lmadapt.compare import method_configs, parse_method_list
+    from lmadapt.compare import compare_config, method_configs, parse_method_list
 
     settings = _settings(config, ctx.args)
     method_list = parse_method_list(str(settings.pop("methods", methods)))
@@ -171,9 +174,11 @@ def compare(ctx: typer.Context,
     train_keys = {k: v for k, v in settings.items() if k in TrainConfig.__dataclass_fields__}
     train_cfg = build_configs([TrainConfig], train_keys)[TrainConfig]
     configs = method_configs(method_list, {k: v for k, v in settings.items() if k not in train_keys})
+    compare_cfg = compare_config(settings)
     train_task, eval_task = _load_tasks(train_ref, eval_ref, spec, split, train_cfg.seed,
                                         [name for name, _ in method_list])
-    run_compare(method_list, model_spec, train_task, eval_task, configs, train_cfg, out, overwrite=overwrite)
+    run_compare(method_list, model_spec, train_task, eval_task, configs, train_cfg, out, overwrite=overwrite,
+                settings=compare_cfg)
     print(out / "report.md")
 
 

@@ -17,11 +17,12 @@ import dataclasses
 import hashlib
 import json
 import time
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from lmadapt.data.task import KINDS, Task, overlap_count
+from lmadapt.data.task import KINDS, Task, overlap_count, validation_split
 from lmadapt.errors import LmadaptError, ResumeRefused
 from lmadapt.eval.metrics import default_metric
 from lmadapt.eval.prediction_log import (
@@ -49,6 +50,7 @@ from lmadapt.models.load import ModelSpec
 from lmadapt.outdir import input_paths
 from lmadapt.report.record import PeakMemory, RunRecord, RunStore, hardware, versions
 from lmadapt.train.config import TrainConfig
+from lmadapt.train.loop import epoch_scores
 from lmadapt.utils import atomic_dir, atomic_write_text, dir_bytes, seed_everything
 
 MANIFEST = "lmadapt.json"
@@ -60,6 +62,7 @@ class Evaluation:
     scores: dict[str, Any]
     seconds: float
     reused: int = 0  # predictions an interrupted run had already made (resume)
+    per_example: list[float] | None = None  # one score per example (None: the method gives none)
 
     @property
     def examples_per_second(self) -> float:
@@ -76,7 +79,10 @@ def evaluate(adapted: Adapted, task: Task, batch_size: int = 32, seed: int = 0,
     began = time.perf_counter()
     with recording(log):
         predictions, scores = adapted.evaluate(task, seed, batch_size)
-    return Evaluation(predictions, scores, time.perf_counter() - began, log.reused if log else 0)
+    scores = dict(scores)
+    per_example = scores.pop("per_example", None)
+    return Evaluation(predictions, scores, time.perf_counter() - began, log.reused if log else 0,
+                      None if per_example is None else [float(v) for v in per_example])
 
 
 def _manifest(method: str, method_cfg: Any, model: ModelSpec, train_cfg: TrainConfig, task: Task,
@@ -202,8 +208,12 @@ def _write_jsonl(path: Path, rows: list[dict]) -> None:
 
 def tune(method: str, model: ModelSpec, train_task: Task, eval_task: Task, method_cfg: Any,
          train_cfg: TrainConfig, out: Path, store: RunStore | None = None, overwrite: bool = False,
-         lock: bool = True, reuse_finished: bool = False) -> RunRecord:
+         lock: bool = True, reuse_finished: bool = False, val_task: Task | None = None) -> RunRecord:
     """Fit `method` on train_task, score it on eval_task, write the run folder `out`.
+
+    Every choice the training makes (per-epoch scores, early stopping) watches `val_task`, or a
+    validation set held out of train_task (`val_split`); the eval set is scored once, at the end.
+    With no validation set (val_split 0), the method watches the eval set and nothing is selected.
 
     `out` must be new, empty or an earlier lmadapt run (else `overwrite=True`); it is locked for
     the whole run (`lock=False`: a folder inside one the caller already holds, as compare does).
@@ -216,6 +226,10 @@ def tune(method: str, model: ModelSpec, train_task: Task, eval_task: Task, metho
     check_capabilities(impl, train_task, model)
     train_task = train_task.subsample(train_cfg.max_train_examples or None, train_cfg.seed)
     eval_task = eval_task.subsample(train_cfg.max_eval_examples or None, train_cfg.seed)
+    if val_task is None and (fraction := train_cfg.validation_fraction(selecting=False)) > 0:
+        train_task, val_task = validation_split(train_task, fraction, train_cfg.seed)
+    if train_cfg.early_stop_patience and val_task is None:
+        raise LmadaptError("early_stop_patience needs a validation set; set val_split (e.g. val_split=0.15)")
     settings = run_settings(method, method_cfg, model, train_cfg, train_task)
     if reuse_finished and (record := finished_run(Path(out), settings)) is not None:
         if store is not None:
@@ -228,17 +242,21 @@ def tune(method: str, model: ModelSpec, train_task: Task, eval_task: Task, metho
         log = prediction_log(work, settings, eval_task, train_cfg.resume)
         seed_everything(train_cfg.seed)
         ctx = RunContext(model=model, train=train_cfg, work_dir=work)
+        val_curve: list[float] = []
+        watching = epoch_scores(lambda epoch, score: val_curve.append(score)) if val_task else nullcontext()
         with PeakMemory() as memory:
-            adapted, result = impl.fit(train_task, eval_task, method_cfg, ctx)
+            with watching:
+                adapted, result = impl.fit(train_task, val_task or eval_task, method_cfg, ctx)
             evaluation = evaluate(adapted, eval_task, train_cfg.eval_batch_size, train_cfg.seed, log)
             extra = adapted.figures(eval_task)
         extra = {**extra, "train_eval_overlap": overlap_count(train_task, eval_task)}  # eval texts trained on
         adapted.save(work / "artifact")
         atomic_write_text(work / MANIFEST, json.dumps(
             {**_manifest(method, method_cfg, model, train_cfg, train_task), "settings": settings}, indent=2))
+        values = evaluation.per_example or [None] * len(evaluation.predictions)
         _write_jsonl(work / "predictions.jsonl", [
-            {"text": ex.text, "target": ex.target, "prediction": p}
-            for ex, p in zip(eval_task.examples, evaluation.predictions, strict=True)])
+            {"text": ex.text, "target": ex.target, "prediction": p, **({"score": v} if v is not None else {})}
+            for ex, p, v in zip(eval_task.examples, evaluation.predictions, values, strict=True)])
         log.remove()
         if result is not None and result.losses:
             _write_jsonl(work / "train_log.jsonl", [{"step": i + 1, "loss": loss} for i, loss in enumerate(result.losses)]
@@ -256,12 +274,25 @@ def tune(method: str, model: ModelSpec, train_task: Task, eval_task: Task, metho
             eval_latency_ms=1000 * evaluation.seconds / max(1, len(evaluation.predictions)),
             final_loss=result.losses[-1] if result and result.losses else None,
             hardware=hardware(), created=time.strftime("%Y-%m-%dT%H:%M:%S"),
-            config={"method": asdict(method_cfg), "train": asdict(train_cfg)}, extra=extra)
+            config={"method": asdict(method_cfg), "train": asdict(train_cfg)}, extra=extra,
+            **_selection(val_task, result, val_curve))
         record.write(work / "record.json")
         RunStore(work / "runs.sqlite").add(record)
     if store is not None:
         store.add(record)
     return record
+
+
+def _selection(val_task: Task | None, result: Any, val_curve: list[float]) -> dict:
+    """The record's selection fields: what the choices were made on, and the kept epoch's score."""
+    if val_task is None:
+        return {"selection": "none: defaults, per-epoch scores on the eval set" if val_curve or (
+            result is not None and result.epoch_evals) else "none: defaults"}
+    kept = getattr(result, "best_epoch", None)
+    evals = {row["epoch"]: row["score"] for row in (result.epoch_evals if result is not None else [])}
+    score = evals.get(kept) if kept is not None else (val_curve[-1] if val_curve else None)
+    return {"selection": f"validation (n={len(val_task.examples)})", "val_examples": len(val_task.examples),
+            "val_score": score, "best_epoch": kept}
 
 
 def read_manifest(run_dir: Path) -> dict:

@@ -32,15 +32,23 @@ def partial_dir(final: Path) -> Path:
 
 def _resumable(work: Path) -> bool:
     """Whether a working folder holds finished work a `resume=true` run continues from:
-    training checkpoints, predictions of an interrupted eval, or (a compare) finished method runs."""
+    training checkpoints, predictions of an interrupted eval, or (a compare) finished method runs
+    and search trials."""
     checkpoints = work / "checkpoints"
     if checkpoints.is_dir() and any(checkpoints.glob("step-*")):
         return True
     if has_predictions(work / PARTIAL):
         return True
+    if (work / "search.sqlite").is_file():  # a compare's search study: its finished trials
+        return True
     runs = work / "runs"
-    return runs.is_dir() and any((run / "record.json").is_file() or _resumable(run) for run in runs.iterdir()
-                                 if run.is_dir())
+    return runs.is_dir() and any(_run_worth_keeping(run) for run in runs.iterdir() if run.is_dir())
+
+
+def _run_worth_keeping(run: Path) -> bool:
+    """A finished run, a resumable one, or (a compare's seeds) a folder of such runs."""
+    return ((run / "record.json").is_file() or _resumable(run)
+            or any(_run_worth_keeping(seed) for seed in run.glob("*seed-*") if seed.is_dir()))
 
 
 @contextmanager

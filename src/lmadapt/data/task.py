@@ -251,6 +251,42 @@ def split_task(task: Task, eval_fraction: float, seed: int) -> tuple[Task, Task]
     return train, evals
 
 
+def validation_split(task: Task, fraction: float, seed: int) -> tuple[Task, Task]:
+    """(train, validation): `fraction` of the training data held out for selection, seeded. A
+    classification task is stratified (each label keeps its share, at least one example of a
+    label with two or more); copies of a text stay on one side, as in split_task."""
+    if not 0.0 < fraction < 1.0:
+        raise LmadaptError(f"val_split must be between 0 and 1, got {fraction}")
+    if task.kind != "classification":
+        train, val = split_task(task, fraction, seed)
+        return train, task.with_examples(val.examples, suffix=":val")
+    groups: dict[str, list[int]] = {}
+    for i, ex in enumerate(task.examples):
+        groups.setdefault(ex.key, []).append(i)
+    by_label: dict[str, list[list[int]]] = {}
+    for ids in groups.values():
+        by_label.setdefault(task.examples[ids[0]].target, []).append(ids)
+    rng = random.Random(seed)
+    held: list[int] = []
+    for label in sorted(by_label):
+        members = by_label[label]
+        rng.shuffle(members)
+        rows = sum(len(g) for g in members)
+        want = max(1, round(rows * fraction)) if rows >= 2 else 0
+        taken = 0
+        for ids in members:
+            if taken >= want or taken + len(ids) >= rows:
+                break
+            held.extend(ids)
+            taken += len(ids)
+    if not held or len(held) >= len(task.examples):
+        raise LmadaptError(f"task {task.name!r} has too few examples ({len(task.examples)}) to hold out "
+                           f"val_split={fraction}; add data or set val_split=0")
+    taken = set(held)
+    train = task.with_examples([ex for i, ex in enumerate(task.examples) if i not in taken])
+    return train, task.with_examples([task.examples[i] for i in sorted(taken)], suffix=":val")
+
+
 def _as_number(text: str) -> float | None:
     """The number a label spells ('1', '1.0', '+1', '1e0'), or None for a word; NaN counts as none."""
     try:

@@ -183,12 +183,13 @@ def per_example_scores(preds: Sequence[str], golds: Sequence[str], metric: str) 
 def score_predictions(preds: Sequence[str], golds: Sequence[str], kind: str,
                       seed: int = 0, metric: str = "") -> dict[str, float]:
     """The metric (the kind's default when empty: accuracy for classification, exact_match for
-    generation) with a bootstrap 95% CI over per-example scores; classification adds macro_f1."""
+    generation) with a bootstrap 95% CI over per-example scores; classification adds macro_f1.
+    `per_example` holds the per-example scores (the unit a paired comparison of methods uses)."""
     name = check_metric(kind, metric) or "exact_match"
     values = per_example_scores(preds, golds, name)
     low, high = bootstrap_mean_ci(values, seed=seed)
     out = {"metric": name, "score": float(values.mean()) if len(values) else 0.0,
-           "ci_low": low, "ci_high": high}
+           "ci_low": low, "ci_high": high, "per_example": values.tolist()}
     if kind == "classification":
         out["macro_f1"] = macro_f1(preds, golds)
     return out

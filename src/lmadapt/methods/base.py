@@ -83,6 +83,9 @@ class Method(Protocol):
     mergeable: ClassVar[bool]  # `lmadapt merge` folds its artifact into the base weights
     merge_note: ClassVar[str]  # why not, when it is not mergeable (shown by `lmadapt merge`)
     demo_note: ClassVar[str]  # non-empty: left out of `lmadapt demo`, and why
+    # (low, high): the learning rates (train setting lr) a compare's search tries, on a log
+    # scale; None for a method that does not train, or whose learning rate is its own setting
+    lr_range: ClassVar[tuple[float, float] | None]
 
     def fit(self, train: Task, eval_task: Task | None, cfg: Any, ctx: RunContext
             ) -> tuple[Adapted, TrainResult | None]: ...
@@ -100,7 +103,7 @@ KIND_PHRASES = {"classification": "a classification task", "generation": "a gene
 # `command_group() -> typer.Typer`: the method's own commands, mounted as `lmadapt NAME ...`
 # (they get lmadapt.cli.Services as ctx.obj for running a tune).
 OPTIONAL = {"mergeable": False, "merge_note": "it has no adapter weights", "demo_note": "", "load_task": None,
-            "command_group": None}
+            "command_group": None, "lr_range": None}
 REQUIRED = ("name", "config_class", "summary", "model_kinds", "task_kinds", "trains", "fit", "load")
 
 
@@ -117,6 +120,9 @@ def check_declaration(cls: type) -> None:
     for attr, default in OPTIONAL.items():
         if not hasattr(cls, attr):
             setattr(cls, attr, default)
+    low_high = cls.lr_range
+    if low_high is not None and not (len(low_high) == 2 and 0 < low_high[0] < low_high[1] and cls.trains):
+        raise TypeError(f"method {cls.name}: lr_range must be (low, high) with 0 < low < high, on a method that trains")
 
 
 def accepts_task(method: Method, kind: str) -> bool:
@@ -199,7 +205,7 @@ def train_task_model(tm: TaskModel, train_task: Task, eval_task: Task | None, ct
     train_task.check_trainable()
     cfg = with_default_lr(ctx.train, default_lr)
     eval_fn = None
-    if eval_task is not None and cfg.eval_each_epoch:
+    if eval_task is not None and (cfg.eval_each_epoch or cfg.early_stop_patience > 0):
         from lmadapt.eval.metrics import score_predictions
 
         def eval_fn(epoch: int) -> dict:

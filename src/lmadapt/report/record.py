@@ -43,6 +43,23 @@ class RunRecord:
     created: str = ""
     config: dict = field(default_factory=dict)
     extra: dict = field(default_factory=dict)  # method-specific figures (e.g. retrieval recall)
+    # how the run's choices were made: "validation (n=60)", or "none: defaults" (nothing selected)
+    selection: str = ""
+    val_examples: int = 0
+    val_score: float | None = None  # the selected configuration's validation score
+    selected: dict = field(default_factory=dict)  # hyperparameters a search chose (key -> value)
+    search_trials: int = 0  # finished search trials behind `selected`
+    best_epoch: int | None = None  # early stopping: the epoch whose weights were kept
+    # compare: several seeds of one configuration (score is their mean; the CI resamples both)
+    seed_scores: list = field(default_factory=list)
+    score_sd: float | None = None
+    # compare: paired against the best method on the same eval examples (p Holm-corrected)
+    diff_vs_best: float | None = None
+    diff_ci_low: float | None = None
+    diff_ci_high: float | None = None
+    p_vs_best: float | None = None
+    tied_best: bool | None = None
+    label: str = ""  # compare: the method's label (METHOD or METHOD@MODEL)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)

@@ -26,6 +26,12 @@ class TrainConfig:
     save_every: int = field(default=0, metadata={"help": "write a resumable checkpoint every N optimizer steps (0 = off)"})
     resume: bool = field(default=False, metadata={"help": "continue from the newest checkpoint in the output folder"})
     eval_each_epoch: bool = field(default=True, metadata={"help": "score the eval set after each epoch"})
+    val_split: float = field(default=-1.0, metadata={
+        "help": "fraction of the training data held out as a validation set for every choice (epochs, "
+                "early stopping, search); -1 = auto: 0.15 in compare and with early stopping, else 0"})
+    early_stop_patience: int = field(default=0, metadata={
+        "help": "stop after N epochs without a better validation score and keep the best epoch's "
+                "weights (0 = off; needs a validation set)"})
     max_train_examples: int = field(default=0, metadata={"help": "use at most N training examples (0 = all)"})
     max_eval_examples: int = field(default=0, metadata={"help": "score at most N eval examples (0 = all)"})
     max_new_tokens: int = field(default=32, metadata={"help": "generation length for generation tasks"})
@@ -44,7 +50,17 @@ class TrainConfig:
              f"schedule must be linear, cosine or constant, got {self.schedule!r}"),
             (self.precision in ("fp32", "bf16"), f"precision must be fp32 or bf16, got {self.precision!r}"),
             (self.max_length >= 8, f"max_length must be >= 8, got {self.max_length}"),
+            (self.val_split == -1 or 0 <= self.val_split < 1,
+             f"val_split must be in [0, 1) (or -1 for auto), got {self.val_split}"),
+            (self.early_stop_patience >= 0, f"early_stop_patience must be >= 0, got {self.early_stop_patience}"),
         ]
         for ok, message in checks:
             if not ok:
                 raise LmadaptError(message)
+
+    def validation_fraction(self, selecting: bool) -> float:
+        """The val_split in force: as set, or with -1 (auto) 0.15 when something is selected on
+        it (a compare, early stopping) and 0 otherwise."""
+        if self.val_split >= 0:
+            return self.val_split
+        return 0.15 if selecting or self.early_stop_patience > 0 else 0.0

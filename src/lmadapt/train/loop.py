@@ -11,7 +11,8 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,7 +24,12 @@ from transformers import get_scheduler
 from lmadapt.data.task import Example
 from lmadapt.errors import LmadaptError
 from lmadapt.models.task_model import TaskModel
-from lmadapt.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from lmadapt.train.checkpoint import (
+    latest_checkpoint,
+    load_checkpoint,
+    save_checkpoint,
+    trainable_state,
+)
 from lmadapt.train.config import TrainConfig
 from lmadapt.train.guard import DivergenceGuard, fix_hint
 from lmadapt.utils import seed_everything
@@ -37,10 +43,88 @@ class TrainResult:
     tokens: int = 0
     examples: int = 0
     epoch_evals: list[dict] = field(default_factory=list)
+    best_epoch: int | None = None  # early stopping: the epoch whose weights were kept
 
     @property
     def tokens_per_second(self) -> float:
         return self.tokens / self.seconds if self.seconds > 0 else 0.0
+
+
+# Called with (epoch, score) after each per-epoch evaluation while set (`epoch_scores`): a compare
+# records validation curves through it and a search prunes trials (the hook may raise to stop).
+_EPOCH_HOOK: ContextVar[Callable[[int, float], None] | None] = ContextVar("epoch_hook", default=None)
+
+
+@contextlib.contextmanager
+def epoch_scores(hook: Callable[[int, float], None]) -> Iterator[None]:
+    """Within the block, every training run scores each epoch (the last included) on the task its
+    method was given to watch (a validation set) and hands the score to `hook`, then to the hook
+    of an enclosing block (a search's pruner around a run's own curve)."""
+    outer = _EPOCH_HOOK.get()
+
+    def chained(epoch: int, score: float) -> None:
+        hook(epoch, score)
+        if outer is not None:
+            outer(epoch, score)
+
+    token = _EPOCH_HOOK.set(chained)
+    try:
+        yield
+    finally:
+        _EPOCH_HOOK.reset(token)
+
+
+class EarlyStop:
+    """Keeps the trainable weights of the best-scoring epoch; says stop after `patience` epochs
+    without a better score (patience 0: never stops, still keeps the best)."""
+
+    def __init__(self, patience: int) -> None:
+        self.patience, self.best, self.best_epoch, self.state = patience, -math.inf, None, None
+        self.since = 0
+
+    def update(self, epoch: int, score: float, model: torch.nn.Module) -> bool:
+        if score > self.best:
+            self.best, self.best_epoch, self.since = score, epoch, 0
+            self.state = {n: t.clone() for n, t in trainable_state(model).items()}
+        else:
+            self.since += 1
+        return self.patience > 0 and self.since >= self.patience
+
+    def save(self, root: Path) -> None:
+        """The best weights beside the checkpoints, so a resumed run can still return to them."""
+        if self.state is not None:
+            from safetensors.torch import save_file
+
+            root.mkdir(parents=True, exist_ok=True)
+            tmp = root / ".best.safetensors.tmp"
+            save_file(self.state, tmp, metadata={"epoch": str(self.best_epoch), "score": repr(self.best)})
+            tmp.replace(root / "best.safetensors")
+
+    def resume(self, root: Path, epoch_evals: list[dict]) -> None:
+        """Continue from an interrupted run's per-epoch scores and saved best weights."""
+        from safetensors import safe_open
+
+        best = root / "best.safetensors"
+        for row in epoch_evals:
+            if row["score"] > self.best:
+                self.best, self.best_epoch, self.since = row["score"], row["epoch"], 0
+            else:
+                self.since += 1
+        if best.is_file():
+            with safe_open(str(best), "pt") as handle:
+                if handle.metadata().get("epoch") == str(self.best_epoch):
+                    self.state = {k: handle.get_tensor(k) for k in handle.keys()}  # noqa: SIM118
+
+    def restore(self, model: torch.nn.Module) -> int | None:
+        """Put the best epoch's weights back; returns the epoch whose weights the model now holds
+        (None: the last epoch's, when the best one's weights are not at hand)."""
+        if self.state is None:
+            return None
+        params = dict(model.named_parameters())
+        with torch.no_grad():
+            for name, tensor in self.state.items():
+                params[name].copy_(tensor.to(params[name].device, params[name].dtype))
+        return self.best_epoch
 
 
 def make_accelerator(cfg: TrainConfig) -> Accelerator:
@@ -113,6 +197,11 @@ def train(tm: TaskModel, examples: list[Example], cfg: TrainConfig, out_dir: Pat
     than a pretrained body); every other trainable parameter uses cfg.lr.
 
     stop_at_step ends the run early after that many steps (used to test exact resume).
+
+    eval_fn(epoch) scores the task the method watches after each epoch (but the last, which the
+    final eval scores) when cfg.eval_each_epoch. Under `epoch_scores` or with
+    cfg.early_stop_patience, every epoch is scored (the last too), the best epoch's weights are
+    kept, and the run stops after `early_stop_patience` epochs without improvement.
     """
     accelerator = make_accelerator(cfg)
     seed_everything(cfg.seed)
@@ -133,6 +222,11 @@ def train(tm: TaskModel, examples: list[Example], cfg: TrainConfig, out_dir: Pat
                disable=not accelerator.is_main_process, dynamic_ncols=True)
     guard = divergence_guard(cfg, params)
     guard.before_fail = bar.close
+    hook = _EPOCH_HOOK.get()
+    selecting = eval_fn is not None and (hook is not None or cfg.early_stop_patience > 0)
+    stopper = EarlyStop(cfg.early_stop_patience) if selecting and cfg.early_stop_patience > 0 else None
+    if stopper is not None and ckpt_root is not None and start > 0:
+        stopper.resume(ckpt_root, result.epoch_evals)
     model.train()
     began = time.perf_counter()
     for step in range(start, total_steps):
@@ -160,11 +254,22 @@ def train(tm: TaskModel, examples: list[Example], cfg: TrainConfig, out_dir: Pat
         bar.set_postfix(loss=f"{mean_loss:.4f}", tok_s=f"{result.tokens / max(elapsed, 1e-9):.0f}")
         bar.update(1)
         done = step + 1
-        if eval_fn and cfg.eval_each_epoch and done % steps_per_epoch == 0 and done < total_steps:
+        epoch_end = done % steps_per_epoch == 0 or done == total_steps
+        if eval_fn and epoch_end and (selecting or (cfg.eval_each_epoch and done < total_steps)):
+            epoch = math.ceil(done / steps_per_epoch)
             model.eval()
-            result.epoch_evals.append({"epoch": done // steps_per_epoch, **eval_fn(done // steps_per_epoch)})
+            result.epoch_evals.append({"epoch": epoch, **eval_fn(epoch)})
             model.train()
+            if hook is not None:
+                hook(epoch, result.epoch_evals[-1]["score"])
+            if stopper is not None and stopper.update(epoch, result.epoch_evals[-1]["score"],
+                                                      accelerator.unwrap_model(model)):
+                bar.write(f"early stop after epoch {epoch}: no better validation score for "
+                          f"{cfg.early_stop_patience} epochs (best: epoch {stopper.best_epoch})")
+                break
         if cfg.save_every and ckpt_root and done % cfg.save_every == 0 and accelerator.is_main_process:
+            if stopper is not None:
+                stopper.save(ckpt_root)
             save_checkpoint(ckpt_root, done, accelerator.unwrap_model(model), optimizer, scheduler, result.losses,
                             result.epoch_evals)
         if stop_at_step is not None and done >= stop_at_step:
@@ -172,6 +277,9 @@ def train(tm: TaskModel, examples: list[Example], cfg: TrainConfig, out_dir: Pat
     bar.close()
     accelerator.wait_for_everyone()
     tm.model = accelerator.unwrap_model(model)
+    if stopper is not None:
+        kept = stopper.restore(tm.model)
+        result.best_epoch = kept if kept is not None else (result.epoch_evals[-1]["epoch"] if result.epoch_evals else None)
     tm.model.eval()
     result.steps = len(result.losses)
     result.seconds = time.perf_counter() - began

@@ -38,6 +38,7 @@ class Adapter:
     model_kinds = ("encoder", "causal", "seq2seq")
     task_kinds = ("classification", "generation")
     trains = True
+    lr_range = (1e-4, 5e-3)  # learning rates a search tries (log scale)
     merge_note = "bottleneck adapters add a non-linear branch, which no weight matrix can absorb"
 
     def fit(self, train: Task, eval_task: Task | None, cfg: AdapterMethodConfig,

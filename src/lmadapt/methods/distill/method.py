@@ -38,7 +38,8 @@ def score_answers(predictions: list[str], examples: list[Example], seed: int = 0
     low, high = bootstrap_mean_ci(correct, seed=seed)
     style = getattr(examples[0], "style", "text") if examples else "text"
     return {"metric": "equation_accuracy" if style == "equation" else "accuracy",
-            "score": float(correct.mean()) if len(correct) else 0.0, "ci_low": low, "ci_high": high}
+            "score": float(correct.mean()) if len(correct) else 0.0, "ci_low": low, "ci_high": high,
+            "per_example": correct.tolist()}
 
 
 class DistillAdapted(TaskModelAdapted):
@@ -71,6 +72,7 @@ class Distill:
     model_kinds = KINDS
     task_kinds = ("rationale",)
     trains = True
+    lr_range = (1e-5, 3e-3)  # learning rates a search tries (log scale)
     demo_note = "needs teacher rationales (docs/distill.md)"
     load_task = staticmethod(maybe_rationale_task)  # DIR:SPLIT release folders, rationale JSONL
     # command_group (lmadapt distill rationales | train) is set in the package __init__: the
@@ -85,7 +87,7 @@ class Distill:
         adapted = _adapted(tm, save_fn)
         train_cfg = with_default_lr(ctx.train, cfg.distill_default_lr or student_lr)
         eval_fn = None
-        if eval_task is not None and train_cfg.eval_each_epoch:
+        if eval_task is not None and (train_cfg.eval_each_epoch or train_cfg.early_stop_patience > 0):
             def eval_fn(epoch: int) -> dict:
                 predictions = tm.predict(eval_task.texts(), train_cfg.eval_batch_size)
                 return {"score": score_answers(predictions, eval_task.examples)["score"]}

@@ -35,6 +35,7 @@ class Full:
     model_kinds = ("encoder", "causal", "seq2seq")
     task_kinds = ("classification", "generation")
     trains = True
+    lr_range = (1e-5, 3e-4)  # learning rates a search tries (log scale)
 
     def fit(self, train: Task, eval_task: Task | None, cfg: FullConfig,
             ctx: RunContext) -> tuple[TaskModelAdapted, TrainResult]:

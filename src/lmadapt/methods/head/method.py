@@ -64,6 +64,7 @@ class Head:
     model_kinds = ("encoder", "causal", "seq2seq")
     task_kinds = ("classification", "generation")
     trains = True
+    lr_range = (1e-4, 1e-2)  # learning rates a search tries (log scale)
 
     def fit(self, train: Task, eval_task: Task | None, cfg: HeadConfig,
             ctx: RunContext) -> tuple[TaskModelAdapted, TrainResult]:

@@ -31,5 +31,6 @@ class IA3(PeftMethod):
     config_class = IA3MethodConfig
     summary = "(IA)³: learned scaling of keys, values and FFN activations (peft); merges into the weights"
     default_lr_field = "ia3_default_lr"
+    lr_range = (1e-3, 3e-2)  # learning rates a search tries (log scale)
     mergeable = True
     peft_config = staticmethod(ia3_config)

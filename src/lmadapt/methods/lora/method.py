@@ -21,5 +21,6 @@ class Lora(PeftMethod):
     config_class = LoraMethodConfig
     summary = "low-rank updates B·A on query/value projections (peft); merges into the weights"
     default_lr_field = "lora_default_lr"
+    lr_range = (1e-4, 5e-3)  # learning rates a search tries (log scale)
     mergeable = True
     peft_config = staticmethod(lora_config)

@@ -25,6 +25,7 @@ class Prefix(PeftMethod):
     model_kinds = ("causal", "seq2seq")  # transformers 5 encoders take no past key values
     summary = "prefix tuning: learned key/value prefixes in every layer (peft)"
     default_lr_field = "prefix_default_lr"
+    lr_range = (1e-3, 3e-2)  # learning rates a search tries (log scale)
     merge_note = "prefix tuning adds key/value tokens, not a weight update"
     # training the 135M decoder alone would take longer than the whole demo on 2 CPU cores
     demo_note = ("trains SmolLM2-135M itself: over the demo's CPU budget; run `lmadapt tune --method prefix "

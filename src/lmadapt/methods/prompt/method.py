@@ -23,5 +23,6 @@ class Prompt(PeftMethod):
     config_class = PromptMethodConfig
     summary = "prompt tuning: trained virtual-token embeddings before the input (peft)"
     default_lr_field = "prompt_default_lr"
+    lr_range = (3e-3, 1e-1)  # learning rates a search tries (log scale)
     merge_note = "prompt tuning adds virtual input tokens, not a weight update"
     peft_config = staticmethod(prompt_config)

@@ -250,6 +250,7 @@ class Proxy:
     model_kinds = ("causal",)
     task_kinds = ("classification", "generation")
     trains = True
+    lr_range = (1e-4, 5e-3)  # learning rates a search tries (log scale)
     demo_note = "needs a large base and a small model sharing its tokenizer (docs/proxy.md)"
     summary = "tune a small expert, steer the large base by expert - anti-expert logits (decoding time)"
 

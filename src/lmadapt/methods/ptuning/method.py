@@ -20,5 +20,6 @@ class Ptuning(PeftMethod):
     config_class = PtuningMethodConfig
     summary = "P-tuning: virtual tokens from a trained prompt encoder (peft)"
     default_lr_field = "ptuning_default_lr"
+    lr_range = (1e-3, 3e-2)  # learning rates a search tries (log scale)
     merge_note = "P-tuning adds virtual input tokens, not a weight update"
     peft_config = staticmethod(ptuning_config)

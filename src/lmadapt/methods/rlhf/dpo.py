@@ -188,6 +188,7 @@ class DPO:
     model_kinds = ("causal",)
     task_kinds = ("preferences",)
     trains = True
+    lr_range = (1e-5, 2e-3)  # learning rates a search tries (log scale)
     merge_note = "its policy is already a PEFT folder (artifact/adapter) or a whole model (artifact/model)"
     demo_note = "needs preference pairs (docs/rlhf.md)"
     load_task = staticmethod(read_preferences)  # prompt/chosen/rejected rows

@@ -137,6 +137,7 @@ class Rlhf:
     model_kinds = ("causal",)
     task_kinds = ("prompts",)
     trains = True
+    lr_range = None  # its learning rate is rlhf_lr (search it with search_space)
     merge_note = "its policy is already a PEFT folder (artifact/adapter) or a whole model (artifact/model)"
     demo_note = "needs preference pairs and a reward model (docs/rlhf.md)"
     command_group = staticmethod(_command_group)  # lmadapt rlhf reward | ppo | dpo

@@ -173,6 +173,7 @@ class Reward:
     model_kinds = ("encoder", "causal")
     task_kinds = ("preferences",)
     trains = True
+    lr_range = (1e-5, 1e-3)  # learning rates a search tries (log scale)
     merge_note = "a reward model scores texts; it is not a weight update of the base LM"
     demo_note = "needs preference pairs (docs/rlhf.md)"
     load_task = staticmethod(read_preferences)  # prompt/chosen/rejected rows

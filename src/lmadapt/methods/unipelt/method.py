@@ -30,6 +30,7 @@ class Unipelt:
     model_kinds = ("encoder", "causal", "seq2seq")
     task_kinds = ("classification", "generation")
     trains = True
+    lr_range = (1e-4, 5e-3)  # learning rates a search tries (log scale)
     merge_note = "its gates depend on the input and its adapter/prefix parts are not weight updates"
 
     def fit(self, train: Task, eval_task: Task | None, cfg: UnipeltMethodConfig,
