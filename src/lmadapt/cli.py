@@ -261,13 +261,17 @@ def list_methods() -> None:
 @app.command()
 def demo(out: OutOpt = Path("demo-out"),
          quick: Annotated[bool, typer.Option(help="a smaller subset (about 2 minutes)")] = False,
-         methods: Annotated[str, typer.Option(help="comma-separated subset of methods (default: all)")] = "") -> None:
-    """Pull MiniLM, SmolLM2 and a real dataset, then compare every method; prints the table."""
-    from lmadapt.compare import parse_method_list
+         methods: Annotated[str, typer.Option(help="comma-separated subset of methods (default: all)")] = "",
+         search_trials: Annotated[int, typer.Option(help="learning-rate search trials per trainable method, on the "
+                                                        "validation set (0 = defaults; each trial costs about one run)")] = 0,
+         seeds: Annotated[int, typer.Option(help="retrain each method with N seeds (the CIs then cover training noise)")] = 1,
+         overwrite: OverwriteOpt = False) -> None:
+    """Pull MiniLM, SmolLM2 and a real dataset, then compare every method: the recommendation and the table."""
+    from lmadapt.compare import CompareConfig, parse_method_list
     from lmadapt.demo import run_demo
 
     names = [m for m, _ in parse_method_list(methods)] if methods else None
-    run_demo(out, quick, names)
+    run_demo(out, quick, names, CompareConfig(search_trials=search_trials, seeds=seeds), overwrite)
 
 
 @app.command()

@@ -2,7 +2,8 @@
 
 Pulls MiniLM (encoder methods) and SmolLM2-135M-Instruct (methods that need a language model) and
 the Rotten Tomatoes reviews (fresh vs rotten), all offline-capable through `lmadapt pull`, then
-runs `compare` on a fixed, seeded subset sized for a laptop CPU.
+runs `compare` on a fixed, seeded subset sized for a laptop CPU: choices on a validation set held
+out of the training reviews, every method paired with the best, and a recommendation on top.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from lmadapt.compare import compare, method_configs
+from lmadapt.compare import CompareConfig, compare, method_configs
 from lmadapt.data.loaders import DataSpec, load_task
 from lmadapt.data.task import split_task
 from lmadapt.methods import REGISTRY
@@ -40,7 +41,8 @@ def model_for(method: str) -> str:
     return ENCODER if "encoder" in REGISTRY[method].model_kinds else CAUSAL
 
 
-def run_demo(out: Path, quick: bool = False, methods: list[str] | None = None) -> None:
+def run_demo(out: Path, quick: bool = False, methods: list[str] | None = None,
+             settings: CompareConfig | None = None, overwrite: bool = False) -> None:
     from lmadapt.assets import pull_data, pull_model
 
     size = SIZES["quick" if quick else "full"]
@@ -57,11 +59,12 @@ def run_demo(out: Path, quick: bool = False, methods: list[str] | None = None) -
     eval_task = eval_task.subsample(size.eval, seed=0)
     console.print(f"{DATASET}: {len(train_task.examples)} train / {len(eval_task.examples)} eval examples, "
                   f"labels {train_task.labels}; methods: {', '.join(names)}")
-    train_cfg = TrainConfig(epochs=size.epochs, batch_size=8, max_length=128, eval_each_epoch=False,
+    train_cfg = TrainConfig(epochs=size.epochs, batch_size=8, max_length=128, eval_each_epoch=True,
                             eval_batch_size=32)
     configs = method_configs([(m, None) for m in names], {})
     notes = ["## Not in the demo", "", *skipped, ""] if skipped else []
     compare(plan, ModelSpec(model=plan[0][1]), train_task, eval_task, configs, train_cfg, out,
-            title=f"lmadapt demo: {DATASET} ({len(eval_task.examples)} eval reviews)", notes=notes)
-    console.print(f"demo finished in {time.perf_counter() - began:.0f} s; report: {out / 'report.md'}, "
-                  f"plot: {out / 'pareto.png'}")
+            title=f"lmadapt demo: {DATASET} ({len(eval_task.examples)} eval reviews)", notes=notes,
+            overwrite=overwrite, settings=settings)
+    console.print(f"demo finished in {time.perf_counter() - began:.0f} s; report: {out / 'report.md'} "
+                  f"(and report.html), plots: {out / 'pareto.png'}, {out / 'learning_curves.png'}")

@@ -58,7 +58,9 @@ def sequence_logps(model: torch.nn.Module, input_ids: torch.Tensor, attention_ma
 
 
 def pair_scores(metric: str, correct: np.ndarray, seed: int = 0) -> dict[str, float | str]:
-    """A run's scores from per-pair outcomes (1 = the chosen response won): mean, bootstrap 95% CI."""
+    """A run's scores from per-pair outcomes (1 = the chosen response won): mean, bootstrap 95% CI,
+    and the outcomes themselves (`per_example`, for paired comparisons)."""
     values = np.asarray(correct, dtype=float)
     low, high = bootstrap_mean_ci(values, seed=seed)
-    return {"metric": metric, "score": float(values.mean()) if len(values) else 0.0, "ci_low": low, "ci_high": high}
+    return {"metric": metric, "score": float(values.mean()) if len(values) else 0.0, "ci_low": low, "ci_high": high,
+            "per_example": values.tolist()}

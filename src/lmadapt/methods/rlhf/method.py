@@ -93,7 +93,9 @@ class RlhfAdapted(Adapted):
             self.samples_path = None
         self.last_kl = float(np.mean(result["kl"])) if len(result["kl"]) else 0.0
         low, high = bootstrap_mean_ci(rewards, seed=seed)
-        scores = {"metric": "heldout_reward", "score": float(rewards.mean()), "ci_low": low, "ci_high": high}
+        per_prompt = np.asarray(rewards, dtype=float).reshape(len(prompts), -1).mean(axis=1)
+        scores = {"metric": "heldout_reward", "score": float(rewards.mean()), "ci_low": low, "ci_high": high,
+                  "per_example": per_prompt.tolist()}
         return [s["response"] for s in result["samples"][::self.cfg.eval_samples]], scores
 
     @torch.inference_mode()
