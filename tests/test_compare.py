@@ -332,3 +332,49 @@ def test_budget_sizes_parse_and_refuse():
         parse_bytes("lots")
     with pytest.raises(LmadaptError, match="seeds"):
         CompareConfig(seeds=0)
+
+
+def test_early_stopping_resumes_with_the_best_weights(toy_data, tmp_path):
+    """Interrupted after the best epoch, a resumed run still ends on that epoch's weights (kept
+    beside the checkpoints), not on the last epoch's."""
+    task = load_task(toy_data[0], DataSpec())
+    cfg = TrainConfig(epochs=5, batch_size=16, lr=0.05, early_stop_patience=2, warmup_ratio=0.0, save_every=4)
+    script = {1: 0.5, 2: 0.9, 3: 0.7, 4: 0.6, 5: 0.95}
+    tm, weights = _Scripted(), {}
+
+    def eval_fn(epoch):
+        weights[epoch] = tm.model.weight.detach().clone()
+        return {"score": script[epoch]}
+
+    train(tm, task.examples, cfg, tmp_path, eval_fn, stop_at_step=12)  # 4 steps per epoch: after epoch 3
+    assert (tmp_path / "checkpoints" / "best.safetensors").is_file()
+    resumed = _Scripted()
+    tm = resumed
+    result = train(resumed, task.examples, dataclasses.replace(cfg, resume=True), tmp_path, eval_fn)
+    assert result.best_epoch == 2 and [row["epoch"] for row in result.epoch_evals] == [1, 2, 3, 4]
+    assert torch.equal(resumed.model.weight, weights[2])
+
+
+def test_search_space_parsing_and_per_method_keys(tmp_path):
+    from lmadapt.methods.icl.config import ICLConfig
+    from lmadapt.methods.lora.config import LoraMethodConfig
+    from lmadapt.search import load_space, method_space
+
+    space_file = tmp_path / "space.yaml"
+    space_file.write_text("lora_r: [4, 8]\nweight_decay: {low: 0.0, high: 0.1}\nshots: {low: 1, high: 8}\n")
+    space = load_space(str(space_file))
+    assert space["lora_r"].choices == (4, 8) and space["shots"].integer and not space["weight_decay"].log
+    lora = method_space("lora", LoraMethodConfig(), space)
+    assert set(lora) == {"lora_r", "weight_decay", "lr"} and lora["lr"].log and lora["lr"].low == 1e-4
+    assert set(method_space("icl", ICLConfig(), space)) == {"shots", "weight_decay"}  # no lr: icl does not train
+    assert set(load_space("{lr: {low: 1e-5, high: 1e-3, log: true}}")) == {"lr"}
+    for bad, message in [("[1, 2]", "a mapping"), ("{lr: {low: 0, high: 1, log: true}}", "L > 0"),
+                         ("{lr: []}", "non-empty list"), ("{lr: 3}", "expected"), ("nosuchfile.yaml", "no such file")]:
+        with pytest.raises(LmadaptError, match=message):
+            load_space(bad)
+
+
+def test_unknown_search_key_is_one_line(tiny_bert, toy_data, tmp_path, run_cli):
+    code, err = run_cli(["compare", "--methods", "head", "--model", str(tiny_bert), "--train", str(toy_data[0]),
+                         "--out", str(tmp_path / "o"), "search_trials=2", "search_space={nope: [1, 2]}"])
+    assert code == 2 and "search_space: 'nope' is not a setting" in err and not (tmp_path / "o").exists()

@@ -65,7 +65,7 @@ def parse_space(data: Any, where: str) -> dict[str, Param]:
             space[key] = Param(key, choices=tuple(spec))
         elif isinstance(spec, dict):
             unknown = set(spec) - {"low", "high", "log"}
-            low, high = spec.get("low"), spec.get("high")
+            low, high = _number(spec.get("low")), _number(spec.get("high"))
             numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (low, high))
             if unknown or not numbers or not low < high or (spec.get("log") and low <= 0):
                 raise LmadaptError(f"{where}: {key}: a range is {{low: L, high: H, log: true|false}} with L < H "
@@ -75,6 +75,16 @@ def parse_space(data: Any, where: str) -> dict[str, Param]:
         else:
             raise LmadaptError(f"{where}: {key}: expected [choices] or {{low, high, log}}, got {spec!r}")
     return space
+
+
+def _number(value: Any) -> Any:
+    """YAML reads `1e-5` (no dot) as a string; take it as the number it spells."""
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
 
 
 def load_space(ref: str) -> dict[str, Param]:
