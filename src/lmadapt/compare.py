@@ -34,7 +34,7 @@ from lmadapt.report.compare import (
     pareto_plot,
     print_table,
 )
-from lmadapt.report.recommend import Budgets, parse_bytes, recommend
+from lmadapt.report.recommend import Budgets, parse_bytes, rank_key, recommend
 from lmadapt.report.record import RunRecord, RunStore
 from lmadapt.run import run_settings, tune
 from lmadapt.search import apply_params, check_space_keys, load_space, method_space, search
@@ -158,7 +158,8 @@ def compare(methods: list[tuple[str, str | None]], model: ModelSpec, train_task:
         store = RunStore(work / "runs.sqlite")
         for i, (name, model_ref) in enumerate(methods, start=1):
             spec = dataclasses.replace(model, model=model_ref) if model_ref else model
-            label = name if not model_ref else f"{name}@{Path(model_ref).name}"
+            other = model_ref and model_ref != model.model  # a method on the compare's own model keeps its name
+            label = f"{name}@{Path(model_ref).name}" if other else name
             try:
                 gap = capability_gap(get_method(name), train_task, spec)
             except LmadaptError:
@@ -278,7 +279,7 @@ def pair_with_best(entries: list[Entry], alpha: float, seed: int) -> list[str]:
     unpaired = [e.label for e in entries if e.per_example is None]
     if not paired:
         return unpaired
-    best = max((e for e in entries if e.label in paired), key=lambda e: e.record.score).label
+    best = min((e for e in entries if e.label in paired), key=lambda e: rank_key(e.record)).label
     results = compare_to_best(paired, best, alpha, seed=seed)
     for e in entries:
         if (r := results.get(e.label)) is not None:
@@ -289,7 +290,7 @@ def pair_with_best(entries: list[Entry], alpha: float, seed: int) -> list[str]:
 
 def examples_needed(entries: list[Entry]) -> int | None:
     """Eval examples a paired test would need to separate the top two paired methods."""
-    paired = sorted((e for e in entries if e.per_example is not None), key=lambda e: -e.record.score)
+    paired = sorted((e for e in entries if e.per_example is not None), key=lambda e: rank_key(e.record))
     if len(paired) < 2:
         return None
     return examples_to_separate(paired[0].per_example.mean(axis=0), paired[1].per_example.mean(axis=0))

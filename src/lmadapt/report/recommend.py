@@ -67,6 +67,11 @@ def cost_key(record: RunRecord) -> tuple:
     return (record.trainable_params, record.train_seconds, record.peak_memory_bytes, record.eval_latency_ms)
 
 
+def rank_key(record: RunRecord) -> tuple:
+    """Better first: a higher score, then (equal scores) the cheaper method."""
+    return (-record.score, *cost_key(record))
+
+
 def _score(record: RunRecord) -> str:
     return f"{record.score:.3f} (95% CI {record.ci_low:.3f}–{record.ci_high:.3f})"
 
@@ -78,7 +83,7 @@ def recommend(records: list[RunRecord], budgets: Budgets, alpha: float = 0.05,
     tied with the best, it says so instead of naming a winner."""
     if not records:
         return []
-    ranked = sorted(records, key=lambda r: -r.score)
+    ranked = sorted(records, key=rank_key)
     best = ranked[0]
     metric = best.metric
     tied = [r for r in ranked if r.tied_best]
