@@ -60,6 +60,14 @@ from lmadapt.models.scoring import (
 )
 
 
+def _keeps_logits(model: torch.nn.Module) -> bool:
+    """Whether the (possibly peft-wrapped) causal LM's forward takes `logits_to_keep`."""
+    import inspect
+
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return "logits_to_keep" in inspect.signature(type(base).forward).parameters
+
+
 class PromptBuilder:
     """What a method puts around an input to make the model's prompt (demonstrations, retrieved
     context). A TaskModel with one calls it instead of the task's template."""
@@ -156,8 +164,32 @@ class TaskModel:
                 "position_ids": position_ids_for(mask), "labels": labels}
 
     def loss(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Mean loss of one batch; `model` may be the DDP-wrapped twin of self.model."""
-        return model(**batch).loss
+        """Mean loss of one batch; `model` may be the DDP-wrapped twin of self.model.
+
+        A causal LM computes logits only where the loss reads them: the batch is left-padded, so
+        every target sits at the right end, and the LM head runs on the positions from the first
+        target-predicting one to the end (`logits_to_keep`) instead of on every position — the
+        same mean token cross-entropy as the model's own loss, without the (B, T, vocab) logits
+        of the prompt positions."""
+        keep = self._loss_positions(batch) if self.kind == "causal" else None
+        if keep is None:
+            return model(**batch).loss
+        labels = batch["labels"]
+        logits = model(**{k: v for k, v in batch.items() if k != "labels"}, logits_to_keep=keep).logits
+        targets = labels[:, labels.shape[1] - keep + 1:]
+        return torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1).float(), targets.flatten(),
+                                                 ignore_index=-100)
+
+    def _loss_positions(self, batch: dict[str, torch.Tensor]) -> int | None:
+        """How many rightmost positions' logits the loss needs (None: the model cannot restrict
+        them, or the batch has no target)."""
+        if not _keeps_logits(self.model):
+            return None
+        columns = (batch["labels"] != -100).any(dim=0).nonzero()
+        if len(columns) == 0:
+            return None
+        length = batch["labels"].shape[1]
+        return min(length, length - int(columns[0]) + 1)  # the position before the first target on
 
     @staticmethod
     def count_tokens(batch: dict[str, torch.Tensor]) -> int:
