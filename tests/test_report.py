@@ -16,7 +16,6 @@ from rich.console import Console  # noqa: E402
 
 from lmadapt.report.compare import (  # noqa: E402
     HEADERS,
-    html_report,
     learning_curves,
     markdown_report,
     param_axis,
@@ -27,6 +26,7 @@ from lmadapt.report.compare import (  # noqa: E402
     spread_labels,
     terminal_table,
 )
+from lmadapt.report.html import html_report  # noqa: E402
 from lmadapt.report.record import RunRecord  # noqa: E402
 
 PNG = b"\x89PNG\r\n\x1a\n"

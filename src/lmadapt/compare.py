@@ -28,12 +28,12 @@ from lmadapt.methods.base import capability_gap
 from lmadapt.models.load import ModelSpec
 from lmadapt.outdir import input_paths
 from lmadapt.report.compare import (
-    html_report,
     learning_curves,
     markdown_report,
     pareto_plot,
     print_table,
 )
+from lmadapt.report.html import html_report
 from lmadapt.report.recommend import Budgets, parse_bytes, rank_key, recommend
 from lmadapt.report.record import RunRecord, RunStore
 from lmadapt.run import run_settings, tune
