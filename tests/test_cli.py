@@ -125,3 +125,19 @@ def test_data_warnings_are_one_line(run_cli, tiny_llama, tmp_path):
     assert code == 0, err
     warnings = [line for line in err.splitlines() if "repeat an earlier row" in line]
     assert warnings == [f"warning: {data}: 6 of 12 rows repeat an earlier row's text (duplicates weigh more in training)"]
+
+
+def test_version_and_a_setting_given_as_an_option(run_cli, monkeypatch, capsys):
+    import lmadapt
+    from lmadapt.cli import main
+
+    monkeypatch.setattr(sys, "argv", ["lmadapt", "--version"])
+    main()  # returns: exit status 0
+    assert capsys.readouterr().out.strip() == f"lmadapt {lmadapt.__version__}"
+    for args, hint in [(["tune", "--method", "head", "--epochs", "1"], "pass it as epochs=1 after the options"),
+                       (["compare", "--search-trials=3"], "pass it as search_trials=3"),
+                       (["tune", "--lora-r"], "pass it as lora_r=VALUE")]:
+        code, err = run_cli(args)
+        assert code == 2 and hint in err and len(err.strip().splitlines()) == 1, err
+    code, err = run_cli(["tune", "--bogus"])
+    assert code == 2 and "is a setting" not in err

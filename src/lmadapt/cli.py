@@ -296,8 +296,18 @@ class Services:
         return run_tune(*args, **kwargs)
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from lmadapt import __version__
+
+        typer.echo(f"lmadapt {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
-def _root(ctx: typer.Context) -> None:
+def _root(ctx: typer.Context,
+          version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True,
+                                                help="print the version and exit")] = False) -> None:
     ctx.obj = Services()
 
 
@@ -373,10 +383,30 @@ def _print_error(message: str) -> None:
 def _usage_line(err: Exception) -> str:
     """A click usage error as one line: the message plus where to find the command's help."""
     message = err.format_message() if hasattr(err, "format_message") else str(err)
+    if (hint := _setting_hint(getattr(err, "option_name", "") or "")) is not None:
+        message = f"{message}; {hint}"
     ctx = getattr(err, "ctx", None)
     if ctx is not None and getattr(ctx, "command_path", ""):
         return f"{message} (see '{ctx.command_path} --help')"
     return message
+
+
+def _setting_hint(option: str) -> str | None:
+    """`--epochs 1` for a setting: the key=value form it should have been, or None."""
+    key = option.lstrip("-").replace("-", "_")
+    if not option.startswith("--") or not key:
+        return None
+    known = {f for cls in [TrainConfig, CompareConfig, *(get_method(m).config_class for m in REGISTRY)]
+             for f in cls.__dataclass_fields__}
+    if key not in known:
+        return None
+    args = sys.argv[1:]
+    at = next((i for i, a in enumerate(args) if a == option or a.startswith(option + "=")), None)
+    value = ""
+    if at is not None:
+        value = args[at].partition("=")[2] if "=" in args[at] else (
+            args[at + 1] if at + 1 < len(args) and not args[at + 1].startswith("-") else "")
+    return f"{key} is a setting: pass it as {key}={value or 'VALUE'} after the options"
 
 
 def _usage_errors() -> tuple[type[Exception], ...]:
