@@ -378,3 +378,12 @@ def test_unknown_search_key_is_one_line(tiny_bert, toy_data, tmp_path, run_cli):
     code, err = run_cli(["compare", "--methods", "head", "--model", str(tiny_bert), "--train", str(toy_data[0]),
                          "--out", str(tmp_path / "o"), "search_trials=2", "search_space={nope: [1, 2]}"])
     assert code == 2 and "search_space: 'nope' is not a setting" in err and not (tmp_path / "o").exists()
+
+
+def test_per_example_scores_read_texts_with_unicode_line_separators(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    rows = [{"text": "a\u2028b\x85c", "target": "x", "prediction": "x", "score": 1.0},
+            {"text": "d", "target": "y", "prediction": "x", "score": 0.0}]
+    (run / "predictions.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    assert compare_mod._per_example([run], 2).tolist() == [[1.0, 0.0]]

@@ -247,7 +247,8 @@ def _per_example(run_dirs: list[Path], n: int) -> np.ndarray | None:
     rows = []
     for run_dir in run_dirs:
         path = run_dir / "predictions.jsonl"
-        lines = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        text = path.read_text(encoding="utf-8")  # split on newlines only: texts may hold U+2028 and kin
+        lines = [json.loads(line) for line in text.split("\n") if line.strip()]
         if len(lines) != n or any("score" not in line for line in lines):
             return None
         rows.append([float(line["score"]) for line in lines])
