@@ -176,8 +176,10 @@ def search(label: str, name: str, model: ModelSpec, train_task: Task, val_task: 
     name_ = study_name(label, settings)
     study = optuna.create_study(
         study_name=name_, storage=rdb, direction="maximize", load_if_exists=True,
-        sampler=optuna.samplers.TPESampler(seed=train_cfg.seed),
         pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0))
+    # seeded; a study that already holds trials (a resume, another worker) gets its own stream, so
+    # the sampler's first random draws do not repeat the parameters of trials already run
+    study.sampler = optuna.samplers.TPESampler(seed=train_cfg.seed + len(study.trials))
     finished = (TrialState.COMPLETE, TrialState.PRUNED)
     trial_root = Path(folder) / "search" / label
     if trial_root.exists():  # an interrupted trial's folder (lmadapt's own, inside the compare)
