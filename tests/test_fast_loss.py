@@ -64,3 +64,27 @@ def test_batch_without_targets_falls_back(tiny_llama, tmp_path):
     batch = tm.collate(task.examples)
     batch["labels"][:] = -100
     assert tm._loss_positions(batch) is None
+
+
+def test_gradient_checkpointing_trains_the_same_steps(tiny_llama, tmp_path):
+    """The same losses step by step with `gradient_checkpointing=true` (recomputed activations)
+    as without, for a LoRA-wrapped causal LM; a model without support is one line."""
+    from peft import LoraConfig
+
+    from lmadapt.errors import LmadaptError
+    from lmadapt.train.config import TrainConfig
+    from lmadapt.train.loop import enable_checkpointing, train
+
+    task = _task(tmp_path, toy_rows(16, seed=4, kind="generation"))
+    curves = []
+    for checkpointing in (False, True):
+        torch.manual_seed(0)
+        tm = build_task_model(ModelSpec(model=str(tiny_llama)), task, max_length=64)
+        tm.model = get_peft_model(tm.model, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], lora_dropout=0.0))
+        cfg = TrainConfig(epochs=2, batch_size=8, lr=1e-2, gradient_checkpointing=checkpointing)
+        curves.append(train(tm, task.examples, cfg).losses)
+        if checkpointing:
+            assert tm.model.get_base_model().is_activation_checkpointing
+    assert curves[0] == pytest.approx(curves[1], rel=1e-5)
+    with pytest.raises(LmadaptError, match="does not support it"):
+        enable_checkpointing(torch.nn.Linear(2, 2))

@@ -178,6 +178,16 @@ def _param_groups(model: torch.nn.Module, lr: float,
     return [{"params": ps, "lr": group_lr} for group_lr, ps in groups.items()]
 
 
+def enable_checkpointing(model: torch.nn.Module) -> None:
+    """Non-reentrant activation checkpointing on a transformers model (peft-wrapped or not, with
+    our adapters inside its layers); one line when the architecture has none."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    if not getattr(base, "supports_gradient_checkpointing", False):
+        raise LmadaptError(f"gradient_checkpointing=true: {type(base).__name__} does not support it; "
+                           "leave it off for this model")
+    base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+
+
 def divergence_guard(cfg: TrainConfig, params: list[torch.nn.Parameter]) -> DivergenceGuard:
     """The loop's divergence checks (train/guard.py), watching `params` from their current values."""
     fix = fix_hint(cfg.lr, cfg.max_grad_norm)
@@ -212,6 +222,8 @@ def train(tm: TaskModel, examples: list[Example], cfg: TrainConfig, out_dir: Pat
     scheduler = get_scheduler("constant_with_warmup" if cfg.schedule == "constant" else cfg.schedule,
                               optimizer, num_warmup_steps=int(cfg.warmup_ratio * total_steps),
                               num_training_steps=total_steps)
+    if cfg.gradient_checkpointing:
+        enable_checkpointing(tm.model)
     model, optimizer = accelerator.prepare(tm.model, optimizer)
     result, start = TrainResult(), 0
     ckpt_root = out_dir / "checkpoints" if out_dir else None
