@@ -147,3 +147,21 @@ def test_first_difference_names_the_dotted_key():
     assert first_difference({"a": {"b": 1, "c": 2}}, {"a": {"b": 1, "c": 3}}) == ("a.c", 2, 3)
     assert first_difference({"a": 1}, {"a": 1, "b": 2}) == ("b", None, 2)
     assert first_difference({"a": [1]}, {"a": [1]}) is None
+
+
+def test_a_train_setting_added_later_resumes_at_its_default(tmp_path):
+    """Settings saved before a train setting existed match while it stays at its default."""
+    from dataclasses import asdict
+
+    from lmadapt.errors import ResumeRefused
+    from lmadapt.run import _refuse_changed
+    from lmadapt.train.config import TrainConfig
+
+    current = {"method": "head", "train": {k: v for k, v in asdict(TrainConfig()).items()
+                                           if k not in ("resume", "save_every", "eval_batch_size")}}
+    saved = json.loads(json.dumps(current))
+    del saved["train"]["gradient_checkpointing"]
+    _refuse_changed(tmp_path, saved, current, "checkpoints")  # no difference
+    changed = {**current, "train": {**current["train"], "gradient_checkpointing": True}}
+    with pytest.raises(ResumeRefused, match="train.gradient_checkpointing was False"):
+        _refuse_changed(tmp_path, saved, changed, "checkpoints")

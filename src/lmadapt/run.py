@@ -136,12 +136,23 @@ def first_difference(old: Any, new: Any, key: str = "") -> tuple[str, Any, Any] 
 def _refuse_changed(where: Path, saved: dict, settings: dict, what: str) -> None:
     """ResumeRefused naming the first key where `settings` (as JSON stores them: tuples are
     lists) differs from the `saved` ones."""
-    if (diff := first_difference(saved, json.loads(json.dumps(settings)))) is not None:
+    saved, settings = _with_train_defaults(saved), _with_train_defaults(json.loads(json.dumps(settings)))
+    if (diff := first_difference(saved, settings)) is not None:
         key, old, new = diff
         if key in ("data_sha256", "eval_data_sha256"):
             old, new = "other examples", "these"
         raise ResumeRefused(f"cannot resume from {where}: {key} was {old!r} in its {what}, now {new!r}; "
                            "rerun with the same settings, or without resume=true to start over")
+
+
+def _with_train_defaults(settings: dict) -> dict:
+    """settings with every train setting present, missing ones at their defaults: a run saved
+    before a train setting existed resumes while that setting stays at its default."""
+    if not isinstance(settings.get("train"), dict):
+        return settings
+    defaults = json.loads(json.dumps(asdict(TrainConfig())))
+    train = {k: v for k, v in defaults.items() if k not in RESUME_FREE}
+    return {**settings, "train": {**train, **settings["train"]}}
 
 
 def check_resume(work: Path, settings: dict, resume: bool) -> None:
