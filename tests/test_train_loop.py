@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -115,3 +116,21 @@ def test_two_process_ddp_matches_one(bert_no_dropout, tmp_path):
     two = json.loads((tmp_path / "two.json").read_text())
     assert one["processes"] == 1 and two["processes"] == 2
     assert two["losses"] == pytest.approx(one["losses"], abs=1e-4)
+
+
+def test_group_by_length_batches_similar_lengths_and_keeps_every_example():
+    from lmadapt.data.task import Example
+    from lmadapt.train.loop import epoch_order
+
+    examples = [Example(text="w " * (i * 7 % 23 + 1), target="x") for i in range(50)]
+    cfg = TrainConfig(batch_size=5, seed=3)
+    plain = epoch_order(examples, 0, cfg)
+    grouped = epoch_order(examples, 0, replace(cfg, group_by_length=True))
+    assert sorted(grouped.tolist()) == list(range(50)) and grouped.tolist() != plain.tolist()
+    assert torch.equal(grouped, epoch_order(examples, 0, replace(cfg, group_by_length=True)))  # seeded
+
+    def padding(order):
+        lengths = [len(examples[i].text) for i in order.tolist()]
+        return sum(max(b) * len(b) - sum(b) for b in (lengths[i:i + 5] for i in range(0, 50, 5)))
+    assert padding(grouped) < padding(plain) / 3
+    assert not torch.equal(grouped, epoch_order(examples, 1, replace(cfg, group_by_length=True)))

@@ -36,6 +36,8 @@ class TrainConfig:
     max_eval_examples: int = field(default=0, metadata={"help": "score at most N eval examples (0 = all)"})
     max_new_tokens: int = field(default=32, metadata={"help": "generation length for generation tasks"})
     normalize_scores: bool = field(default=False, metadata={"help": "length-normalise label log-likelihoods"})
+    group_by_length: bool = field(default=False, metadata={
+        "help": "batch examples of similar length together (seeded; less padding, same epochs)"})
     gradient_checkpointing: bool = field(default=False, metadata={
         "help": "recompute each layer's activations in the backward pass (non-reentrant): less memory, more time"})
 

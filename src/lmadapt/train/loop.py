@@ -145,12 +145,38 @@ def plan_steps(n_examples: int, cfg: TrainConfig, world: int) -> tuple[int, int,
     return steps_per_epoch, max(1, math.ceil(cfg.epochs * steps_per_epoch)), per_micro // world
 
 
-def _micro_batches(examples: list[Example], step: int, steps_per_epoch: int, cfg: TrainConfig,
-                   rank: int, per_proc: int) -> list[list[Example]]:
-    """This process's micro-batches of global step `step` (data order seeded per epoch)."""
-    epoch, within = divmod(step, steps_per_epoch)
+GROUP_SPAN = 50  # group_by_length: examples are sorted by length within spans of this many batches
+
+
+def epoch_order(examples: list[Example], epoch: int, cfg: TrainConfig) -> torch.Tensor:
+    """The example order of one epoch: a seeded permutation; with `group_by_length`, the
+    permutation is cut into spans of GROUP_SPAN batches, each span sorted by length (longest
+    first) into batches, and the batches shuffled (seeded), so a batch holds examples of similar
+    length and pads little while the epoch stays random."""
     gen = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
-    order = torch.randperm(len(examples), generator=gen)[within * cfg.batch_size:(within + 1) * cfg.batch_size]
+    order = torch.randperm(len(examples), generator=gen)
+    if not cfg.group_by_length:
+        return order
+    size = cfg.batch_size
+    length = [len(ex.text) + len(ex.target) for ex in examples]  # characters: a cheap proxy for tokens
+    full = len(order) - len(order) % size  # the incomplete last batch is dropped, as without grouping
+    spans = [sorted(order[i:min(i + GROUP_SPAN * size, full)].tolist(), key=lambda j: -length[j])
+             for i in range(0, full, GROUP_SPAN * size)]
+    batches = [span[i:i + size] for span in spans for i in range(0, len(span), size)]
+    shuffled = torch.randperm(len(batches), generator=gen).tolist()
+    return torch.tensor([j for b in shuffled for j in batches[b]] + order[full:].tolist(), dtype=torch.long)
+
+
+def _micro_batches(examples: list[Example], step: int, steps_per_epoch: int, cfg: TrainConfig,
+                   rank: int, per_proc: int, orders: dict[int, torch.Tensor] | None = None) -> list[list[Example]]:
+    """This process's micro-batches of global step `step` (data order seeded per epoch; `orders`
+    caches each epoch's order)."""
+    epoch, within = divmod(step, steps_per_epoch)
+    orders = {} if orders is None else orders
+    if epoch not in orders:
+        orders.clear()
+        orders[epoch] = epoch_order(examples, epoch, cfg)
+    order = orders[epoch][within * cfg.batch_size:(within + 1) * cfg.batch_size]
     world_micro = cfg.batch_size // cfg.grad_accum  # examples per micro-batch, all processes
     out = []
     for micro in range(cfg.grad_accum):
@@ -240,9 +266,10 @@ def train(tm: TaskModel, examples: list[Example], cfg: TrainConfig, out_dir: Pat
     if stopper is not None and ckpt_root is not None and start > 0:
         stopper.resume(ckpt_root, result.epoch_evals)
     model.train()
+    orders: dict[int, torch.Tensor] = {}
     began = time.perf_counter()
     for step in range(start, total_steps):
-        micro = _micro_batches(examples, step, steps_per_epoch, cfg, accelerator.process_index, per_proc)
+        micro = _micro_batches(examples, step, steps_per_epoch, cfg, accelerator.process_index, per_proc, orders)
         step_loss = torch.zeros((), device=accelerator.device)
         for i, batch_examples in enumerate(micro):
             batch = {k: v.to(accelerator.device) for k, v in tm.collate(batch_examples).items()}
