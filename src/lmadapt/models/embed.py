@@ -21,6 +21,7 @@ from lmadapt.models.load import (
     model_kind,
     resolve_model_ref,
 )
+from lmadapt.models.task_model import context_window
 
 POOLINGS = ("auto", "cls", "mean", "last")
 POOLED = ("cls", "mean", "last")  # what frozen_states keeps for each text
@@ -86,7 +87,7 @@ class FrozenEmbedder:
         self.model = AutoModel.from_pretrained(ref, dtype=spec.torch_dtype,
                                                trust_remote_code=spec.trust_remote_code)
         self.model.to(spec.torch_device()).eval().requires_grad_(False)
-        self.max_length = max_length
+        self.max_length = min(max_length, context_window(self.model, self.tokenizer))  # as TaskModel cuts
         self.fingerprint = weights_fingerprint(spec)  # the weights as loaded: shareable embeddings
 
     @classmethod

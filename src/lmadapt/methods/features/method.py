@@ -88,11 +88,14 @@ class Features:
             ctx: RunContext) -> tuple[LinearProbe, TrainResult]:
         train.check_trainable()
         embedder = FrozenEmbedder(ctx.model, cfg.pooling, ctx.train.max_length)
-        began = time.perf_counter()  # training cost = embedding the train set + fitting the probe
-        x = embedder.encode(train.texts(), ctx.train.eval_batch_size, progress=True)
+        # training cost = embedding the train set + fitting the probe; the embeddings are shared
+        # with the other runs of this process on the same model and texts (models/feature_cache.py),
+        # and a run that finds them there is charged what computing them took
+        embedded = embedder.encode_shared(train.texts(), ctx.train.eval_batch_size, progress=True)
+        began = time.perf_counter()
         y = np.array(train.label_ids())
-        weights = fit_probe(x, y, cfg, ctx.train.seed)
-        result = TrainResult(seconds=time.perf_counter() - began, examples=len(y))
+        weights = fit_probe(embedded.arrays["vectors"], y, cfg, ctx.train.seed)
+        result = TrainResult(seconds=embedded.seconds + time.perf_counter() - began, examples=len(y))
         return LinearProbe(embedder, list(train.labels), weights, ctx.train.eval_batch_size), result
 
     def load(self, artifact_dir: Path, task: Task, cfg: FeaturesConfig, ctx: RunContext) -> LinearProbe:

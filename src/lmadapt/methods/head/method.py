@@ -5,6 +5,8 @@ BERT-style pooler that feeds it: sentence-transformers checkpoints such as MiniL
 never trained it).
 Causal / seq2seq LMs: the output embedding (`lm_head`); when it is tied to the input embedding,
 that shared matrix trains.
+With unfreeze_last=0 the body is frozen: it runs once per example and the head trains on its
+cached outputs (`cached.py`; `cache_frozen=false` runs it at every step instead).
 """
 
 from __future__ import annotations
@@ -19,12 +21,18 @@ from lmadapt.methods.base import (
     RunContext,
     TaskModelAdapted,
     fit_built,
+    fitted,
     load_built,
+    save_trainable,
+    task_model_for,
+    train_task_model,
 )
+from lmadapt.methods.head.cached import fit_frozen
 from lmadapt.methods.head.config import HeadConfig
 from lmadapt.models.load import find_layer_stack
 from lmadapt.models.task_model import TaskModel
 from lmadapt.train.loop import TrainResult
+from lmadapt.utils import seed_everything
 
 
 def head_modules(tm: TaskModel) -> list[torch.nn.Module]:
@@ -68,8 +76,16 @@ class Head:
 
     def fit(self, train: Task, eval_task: Task | None, cfg: HeadConfig,
             ctx: RunContext) -> tuple[TaskModelAdapted, TrainResult]:
-        return fit_built(lambda tm: select_trainable(tm, cfg.unfreeze_last), train, eval_task, ctx, self.name,
-                         cfg.head_default_lr)
+        if cfg.unfreeze_last or not cfg.cache_frozen:
+            return fit_built(lambda tm: select_trainable(tm, cfg.unfreeze_last), train, eval_task, ctx, self.name,
+                             cfg.head_default_lr)
+        tm = task_model_for(train, ctx, method=self.name)
+        seed_everything(ctx.train.seed)  # as fit_built: the same start either way
+        select_trainable(tm, 0)
+        result = fit_frozen(tm, train, eval_task, ctx, cfg.head_default_lr)
+        if result is None:  # a head that does not sit on a frozen body (e.g. a tied LM head)
+            result = train_task_model(tm, train, eval_task, ctx, cfg.head_default_lr)
+        return fitted(tm, save_trainable), result
 
     def load(self, artifact_dir: Path, task: Task, cfg: HeadConfig, ctx: RunContext) -> TaskModelAdapted:
         return load_built(lambda tm: select_trainable(tm, cfg.unfreeze_last), artifact_dir, task, ctx, self.name)
