@@ -2,7 +2,9 @@
 merge_and_unload), for the methods that declare `mergeable` (LoRA, IA3).
 
 LoRA: W ← W + (α/r) B A; (IA)³: W ← diag(l) W (K, V) or W diag(l_ff) (FFN). The merged folder
-loads with `AutoModelFor...from_pretrained` alone and gives the same outputs as base + adapter.
+loads with `AutoModelFor...from_pretrained` alone and gives the same outputs as base + adapter;
+an encoder classifier's config.json holds the task's label names (`id2label`/`label2id`), and
+README.md is the run's model card.
 """
 
 from __future__ import annotations
@@ -12,8 +14,11 @@ from pathlib import Path
 from peft import PeftModel
 
 from lmadapt.errors import LmadaptError
+from lmadapt.manifest import read_json_object
 from lmadapt.methods import REGISTRY, get_method
 from lmadapt.outdir import check_out
+from lmadapt.report.card import write_model_card
+from lmadapt.report.record import RunRecord
 from lmadapt.run import load_run, read_manifest
 from lmadapt.utils import atomic_dir
 
@@ -27,11 +32,13 @@ def merge_run(run_dir: Path, out: Path, overwrite: bool = False, trust_remote_co
         able = ", ".join(name for name, cls in REGISTRY.items() if cls.mergeable)
         raise LmadaptError(f"cannot merge a {method!r} run: {get_method(method).merge_note}; only {able} runs merge")
     adapted, _, _ = load_run(Path(run_dir), device="cpu", trust_remote_code=trust_remote_code)
+    record = RunRecord.from_dict(read_json_object(Path(run_dir) / "record.json"))
     model = adapted.tm.model
     if not isinstance(model, PeftModel):
         raise LmadaptError(f"{run_dir}: the loaded {method} model is not a PEFT model")
     merged = model.merge_and_unload()
     with atomic_dir(Path(out), overwrite=overwrite, inputs=(run_dir, manifest["model"]["model"])) as work:
-        merged.save_pretrained(str(work), safe_serialization=True)
+        merged.save_pretrained(str(work), safe_serialization=True)  # a classifier: labels set by build_task_model
         adapted.tm.tokenizer.save_pretrained(str(work))
+        write_model_card(record, manifest, work, merged=True)
     return Path(out)

@@ -2,7 +2,8 @@
 
 Run folder layout (written to `.NAME.partial/`, renamed to NAME when complete):
     lmadapt.json      what to rebuild the adapted model from (method, configs, model, task meta)
-    artifact/         the method's files (PEFT folder, safetensors, demonstration pool, ...)
+    artifact/         the method's files (PEFT folder, safetensors, demonstration pool, ...) and
+                      README.md, the model card (report/card.py)
     record.json       the RunRecord
     predictions.jsonl eval inputs with gold and predicted targets
                       (predictions.partial.jsonl while the eval runs: generated predictions as
@@ -48,6 +49,7 @@ from lmadapt.methods import get_method, retired_note
 from lmadapt.methods.base import Adapted, RunContext, check_capabilities
 from lmadapt.models.load import ModelSpec
 from lmadapt.outdir import input_paths
+from lmadapt.report.card import write_model_card
 from lmadapt.report.record import PeakMemory, RunRecord, RunStore, hardware, versions
 from lmadapt.train.config import TrainConfig
 from lmadapt.train.loop import epoch_scores
@@ -262,8 +264,8 @@ def tune(method: str, model: ModelSpec, train_task: Task, eval_task: Task, metho
             extra = adapted.figures(eval_task)
         extra = {**extra, "train_eval_overlap": overlap_count(train_task, eval_task)}  # eval texts trained on
         adapted.save(work / "artifact")
-        atomic_write_text(work / MANIFEST, json.dumps(
-            {**_manifest(method, method_cfg, model, train_cfg, train_task), "settings": settings}, indent=2))
+        manifest = {**_manifest(method, method_cfg, model, train_cfg, train_task), "settings": settings}
+        atomic_write_text(work / MANIFEST, json.dumps(manifest, indent=2))
         values = evaluation.per_example or [None] * len(evaluation.predictions)
         _write_jsonl(work / "predictions.jsonl", [
             {"text": ex.text, "target": ex.target, "prediction": p, **({"score": v} if v is not None else {})}
@@ -288,6 +290,7 @@ def tune(method: str, model: ModelSpec, train_task: Task, eval_task: Task, metho
             config={"method": asdict(method_cfg), "train": asdict(train_cfg)}, extra=extra,
             **_selection(val_task, result, val_curve))
         record.write(work / "record.json")
+        write_model_card(record, manifest, work / "artifact")
         RunStore(work / "runs.sqlite").add(record)
     if store is not None:
         store.add(record)

@@ -29,6 +29,7 @@ re-fed virtual tokens are cut once the cache holds them.
 
 from __future__ import annotations
 
+import json
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -50,9 +51,10 @@ from lmadapt.methods.base import (
 )
 from lmadapt.models.task_model import TaskModel
 from lmadapt.train.loop import TrainResult
-from lmadapt.utils import seed_everything
+from lmadapt.utils import atomic_write_text, seed_everything
 
 ADAPTER_DIR = "adapter"
+LABELS_FILE = "labels.json"  # an encoder classifier's label names, beside its adapter
 TASK_TYPES = {"encoder": TaskType.SEQ_CLS, "causal": TaskType.CAUSAL_LM, "seq2seq": TaskType.SEQ_2_SEQ_LM}
 
 # peft warns on every batch that it ignores position/token-type ids for prompt learning;
@@ -126,10 +128,24 @@ def install_prompt_hooks(model: PeftModel, kind: str) -> None:
 
 
 def save_adapter(tm: TaskModel, artifact_dir: Path) -> None:
-    """Write the PEFT folder artifact_dir/adapter (+ the tokenizer, for convenience)."""
+    """Write the PEFT folder artifact_dir/adapter (+ the tokenizer, for convenience; + labels.json
+    for an encoder classifier)."""
     folder = artifact_dir / ADAPTER_DIR
     tm.model.save_pretrained(str(folder))
     tm.tokenizer.save_pretrained(str(folder))
+    if tm.kind == "encoder" and tm.task.kind == "classification":
+        save_labels(tm.model.config, folder)
+
+
+def save_labels(config: Any, folder: Path) -> None:
+    """labels.json: the classifier's num_labels, id2label and label2id, as its config.json would hold
+    them. A PEFT folder holds no config.json (with one, transformers' `from_pretrained(folder)` takes
+    the folder for a full model and finds no weights), so users pass these to the base model's
+    `from_pretrained` (the model card shows how) instead of getting LABEL_0, LABEL_1, ..."""
+    id2label = {int(i): str(name) for i, name in config.id2label.items()}
+    atomic_write_text(folder / LABELS_FILE, json.dumps({
+        "num_labels": len(id2label), "id2label": {str(i): id2label[i] for i in sorted(id2label)},
+        "label2id": {id2label[i]: i for i in sorted(id2label)}}, indent=2) + "\n")
 
 
 def peft_config_for(tm: TaskModel, build_config: PeftConfigBuilder) -> PeftConfig:
