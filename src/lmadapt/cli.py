@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from lmadapt.compare import CompareConfig
-from lmadapt.config import build_configs, describe, load_yaml, parse_overrides
+from lmadapt.config import build_configs, config_keys, describe, load_yaml, parse_overrides
 from lmadapt.data.loaders import DataSpec, load_task, load_train_eval
 from lmadapt.data.task import stop_strings
 from lmadapt.errors import LmadaptError
@@ -396,8 +396,7 @@ def _setting_hint(option: str) -> str | None:
     key = option.lstrip("-").replace("-", "_")
     if not option.startswith("--") or not key:
         return None
-    known = {f for cls in [TrainConfig, CompareConfig, *(get_method(m).config_class for m in REGISTRY)]
-             for f in cls.__dataclass_fields__}
+    known = config_keys([TrainConfig, CompareConfig, *(get_method(m).config_class for m in REGISTRY)])
     if key not in known:
         return None
     args = sys.argv[1:]

@@ -255,8 +255,7 @@ def tune(method: str, model: ModelSpec, train_task: Task, eval_task: Task, metho
         log = prediction_log(work, settings, eval_task, train_cfg.resume)
         seed_everything(train_cfg.seed)
         ctx = RunContext(model=model, train=train_cfg, work_dir=work)
-        val_curve: list[float] = []
-        watching = epoch_scores(lambda epoch, score: val_curve.append(score)) if val_task else nullcontext()
+        watching = epoch_scores() if val_task else nullcontext()  # every epoch scored on validation
         with PeakMemory() as memory:
             with watching:
                 adapted, result = impl.fit(train_task, val_task or eval_task, method_cfg, ctx)
@@ -288,7 +287,7 @@ def tune(method: str, model: ModelSpec, train_task: Task, eval_task: Task, metho
             final_loss=result.losses[-1] if result and result.losses else None,
             hardware=hardware(), created=time.strftime("%Y-%m-%dT%H:%M:%S"),
             config={"method": asdict(method_cfg), "train": asdict(train_cfg)}, extra=extra,
-            **_selection(val_task, result, val_curve))
+            **_selection(val_task, result))
         record.write(work / "record.json")
         write_model_card(record, manifest, work / "artifact")
         RunStore(work / "runs.sqlite").add(record)
@@ -297,14 +296,15 @@ def tune(method: str, model: ModelSpec, train_task: Task, eval_task: Task, metho
     return record
 
 
-def _selection(val_task: Task | None, result: Any, val_curve: list[float]) -> dict:
-    """The record's selection fields: what the choices were made on, and the kept epoch's score."""
+def _selection(val_task: Task | None, result: Any) -> dict:
+    """The record's selection fields: what the choices were made on, and the kept epoch's score
+    (the best epoch's under early stopping, else the last epoch's)."""
+    rows = result.epoch_evals if result is not None else []
     if val_task is None:
-        return {"selection": "none: defaults, per-epoch scores on the eval set" if val_curve or (
-            result is not None and result.epoch_evals) else "none: defaults"}
+        return {"selection": "none: defaults, per-epoch scores on the eval set" if rows else "none: defaults"}
     kept = getattr(result, "best_epoch", None)
-    evals = {row["epoch"]: row["score"] for row in (result.epoch_evals if result is not None else [])}
-    score = evals.get(kept) if kept is not None else (val_curve[-1] if val_curve else None)
+    evals = {row["epoch"]: row["score"] for row in rows}
+    score = evals.get(kept) if kept is not None else (rows[-1]["score"] if rows else None)
     return {"selection": f"validation (n={len(val_task.examples)})", "val_examples": len(val_task.examples),
             "val_score": score, "best_epoch": kept}
 

@@ -24,11 +24,13 @@ from typing import Any
 
 from rich.console import Console
 
+from lmadapt.config import config_keys
 from lmadapt.data.task import Task
 from lmadapt.errors import LmadaptError
 from lmadapt.methods import get_method
 from lmadapt.models.load import ModelSpec
 from lmadapt.train.config import TrainConfig
+from lmadapt.utils import partial_dir
 
 console = Console(stderr=True)
 
@@ -106,7 +108,7 @@ def load_space(ref: str) -> dict[str, Param]:
 
 def check_space_keys(space: dict[str, Param], config_classes: list[type]) -> None:
     """Every searched key is a setting of some method in the compare (or a train setting)."""
-    owners = {f.name for cls in [*config_classes, TrainConfig] for f in dataclasses.fields(cls)}
+    owners = config_keys([*config_classes, TrainConfig])
     for key in space:
         if key not in owners:
             raise LmadaptError(f"search_space: {key!r} is not a setting of these methods or of training")
@@ -204,7 +206,7 @@ def search(label: str, name: str, model: ModelSpec, train_task: Task, val_task: 
                               run_dir, lock=False, overwrite=True, val_task=val_task)
         finally:
             shutil.rmtree(run_dir, ignore_errors=True)
-            shutil.rmtree(run_dir.with_name(f".{run_dir.name}.partial"), ignore_errors=True)
+            shutil.rmtree(partial_dir(run_dir), ignore_errors=True)
         trial.set_user_attr("train_seconds", record.train_seconds)
         trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
         return record.score

@@ -64,7 +64,7 @@ class LogitSource(Protocol):
         ...
 
 
-def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
     """The transformers model inside a peft wrapper (LoRA layers stay injected in it)."""
     return model.get_base_model() if hasattr(model, "get_base_model") else model
 
@@ -76,7 +76,7 @@ def _cache_kwarg(forward) -> str:
 
 def cache_kwarg(model: torch.nn.Module) -> str:
     """The cache kwarg (and output field) of `model`'s forward, peft wrapper or not."""
-    return _cache_kwarg(_unwrap(model).forward)
+    return _cache_kwarg(unwrap(model).forward)
 
 
 def _eos_ids(model: torch.nn.Module) -> list[int]:
@@ -95,7 +95,7 @@ def split_head(model: torch.nn.Module) -> tuple[torch.nn.Module, torch.nn.Linear
     Checked three ways: the head is a plain `nn.Linear` (not LoRA-wrapped), the config names no
     logit soft-capping or scaling, and a probe forward gives the same logits both ways.
     """
-    inner = _unwrap(model)
+    inner = unwrap(model)
     config = getattr(inner, "config", None)
     if any(getattr(config, name, None) not in (None, 1, 1.0) for name in _LOGIT_TRANSFORMS):
         return None
@@ -137,7 +137,7 @@ class ModelSource:
         self.vocab_size = vocab_size or output_width(model)
         self.eos_token_ids = _eos_ids(model)
         self.device = next(model.parameters()).device
-        inner = _unwrap(model)
+        inner = unwrap(model)
         self._cache_kwarg = _cache_kwarg(inner.forward)
         self._has_logits_to_keep = "logits_to_keep" in inspect.signature(inner.forward).parameters
         self._cache: DynamicCache | None = None

@@ -34,7 +34,7 @@ from lmadapt.decoding.engine import (
     stop_watch_for,
 )
 from lmadapt.decoding.scoring import token_logprobs
-from lmadapt.decoding.sources import ModelSource
+from lmadapt.decoding.sources import ModelSource, unwrap
 from lmadapt.decoding.vocab import output_width
 from lmadapt.errors import LmadaptError
 from lmadapt.eval.prediction_log import active_log
@@ -64,8 +64,7 @@ def _keeps_logits(model: torch.nn.Module) -> bool:
     """Whether the (possibly peft-wrapped) causal LM's forward takes `logits_to_keep`."""
     import inspect
 
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return "logits_to_keep" in inspect.signature(type(base).forward).parameters
+    return "logits_to_keep" in inspect.signature(type(unwrap(model)).forward).parameters
 
 
 class PromptBuilder:

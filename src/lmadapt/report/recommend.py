@@ -8,13 +8,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from lmadapt.errors import LmadaptError
+from lmadapt.report.compare import human
 from lmadapt.report.record import RunRecord
-
-
-def _human(n: float, unit: str = "") -> str:
-    from lmadapt.report.compare import human
-
-    return human(n, unit)
 
 
 def parse_bytes(text: str) -> int:
@@ -45,12 +40,12 @@ class Budgets:
         """(phrase, test) for each limit that is set."""
         out = []
         if self.params:
-            out.append((f"at most {_human(self.params)} trainable parameters",
+            out.append((f"at most {human(self.params)} trainable parameters",
                         lambda r: r.trainable_params <= self.params))
         if self.train_s:
             out.append((f"at most {self.train_s:g} s of training", lambda r: r.train_seconds <= self.train_s))
         if self.memory_bytes:
-            out.append((f"at most {_human(self.memory_bytes, 'B')} peak memory",
+            out.append((f"at most {human(self.memory_bytes, 'B')} peak memory",
                         lambda r: r.peak_memory_bytes <= self.memory_bytes))
         if self.latency_ms:
             out.append((f"at most {self.latency_ms:g} ms per example",
@@ -158,5 +153,5 @@ def _p(p: float | None) -> str:
 
 
 def _cost(record: RunRecord) -> str:
-    return (f"{_human(record.trainable_params)} trainable parameters, {record.train_seconds:.0f} s training, "
-            f"{_human(record.peak_memory_bytes, 'B')} peak memory, {record.eval_latency_ms:.0f} ms/example")
+    return (f"{human(record.trainable_params)} trainable parameters, {record.train_seconds:.0f} s training, "
+            f"{human(record.peak_memory_bytes, 'B')} peak memory, {record.eval_latency_ms:.0f} ms/example")

@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 from transformers import get_scheduler
 
 from lmadapt.data.task import Example
+from lmadapt.decoding.sources import unwrap
 from lmadapt.errors import LmadaptError
 from lmadapt.models.task_model import TaskModel
 from lmadapt.train.checkpoint import (
@@ -56,14 +57,16 @@ _EPOCH_HOOK: ContextVar[Callable[[int, float], None] | None] = ContextVar("epoch
 
 
 @contextlib.contextmanager
-def epoch_scores(hook: Callable[[int, float], None]) -> Iterator[None]:
+def epoch_scores(hook: Callable[[int, float], None] | None = None) -> Iterator[None]:
     """Within the block, every training run scores each epoch (the last included) on the task its
-    method was given to watch (a validation set) and hands the score to `hook`, then to the hook
-    of an enclosing block (a search's pruner around a run's own curve)."""
+    method was given to watch (a validation set; the scores land in `TrainResult.epoch_evals`)
+    and hands the score to `hook`, then to the hook of an enclosing block (a search's pruner
+    around a run)."""
     outer = _EPOCH_HOOK.get()
 
     def chained(epoch: int, score: float) -> None:
-        hook(epoch, score)
+        if hook is not None:
+            hook(epoch, score)
         if outer is not None:
             outer(epoch, score)
 
@@ -207,7 +210,7 @@ def _param_groups(model: torch.nn.Module, lr: float,
 def enable_checkpointing(model: torch.nn.Module) -> None:
     """Non-reentrant activation checkpointing on a transformers model (peft-wrapped or not, with
     our adapters inside its layers); one line when the architecture has none."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    base = unwrap(model)
     if not getattr(base, "supports_gradient_checkpointing", False):
         raise LmadaptError(f"gradient_checkpointing=true: {type(base).__name__} does not support it; "
                            "leave it off for this model")
