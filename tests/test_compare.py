@@ -213,6 +213,26 @@ def test_search_is_reproducible_with_a_seed(tiny_bert, tasks, tmp_path):
     assert studies[0] == studies[1] and len(studies[0][0]) == 3
 
 
+def test_first_trial_runs_the_defaults(tiny_bert, tasks, tmp_path):
+    """A fresh study's first trial is the configuration a run without search would use (the
+    method's default learning rate, a searched key's default), once per study: a resumed
+    compare asking for more trials does not run it again."""
+    import optuna
+
+    from lmadapt.methods.base import default_lr
+    from lmadapt.methods.head.config import HeadConfig
+
+    for trials in (2, 3):  # the second call resumes the study with one more trial
+        _compare([("head", None)], tiny_bert, tasks, tmp_path / "c", CompareConfig(search_trials=trials,
+                 search_space="{batch_size: [4, 8]}"), resume=trials == 3)
+    storage = f"sqlite:///{tmp_path / 'c' / 'search.sqlite'}"
+    (summary,) = optuna.get_all_study_summaries(storage)
+    trials = optuna.load_study(study_name=summary.study_name, storage=storage).trials
+    first = trials[0].params
+    assert first["lr"] == pytest.approx(default_lr(REGISTRY["head"], HeadConfig())) and first["batch_size"] == 8
+    assert len(trials) == 3 and sum(t.params == first for t in trials) == 1
+
+
 def test_two_processes_share_one_study(tiny_bert, toy_data, tmp_path):
     """Two `lmadapt compare` processes on one storage URL (different --out): the second
     continues the first's study, and the trials come from both."""

@@ -53,6 +53,12 @@ class Param:
             return trial.suggest_int(self.name, int(self.low), int(self.high), log=self.log)
         return trial.suggest_float(self.name, float(self.low), float(self.high), log=self.log)
 
+    def contains(self, value: Any) -> bool:
+        if self.choices:
+            return value in self.choices
+        numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
+        return numeric and self.low <= value <= self.high and (not self.integer or float(value).is_integer())
+
 
 def parse_space(data: Any, where: str) -> dict[str, Param]:
     """A search space from its YAML form: `key: [a, b, c]` (choices) or
@@ -123,6 +129,23 @@ def method_space(name: str, cfg: Any, space: dict[str, Param]) -> dict[str, Para
     if "lr" not in out and lr_range is not None:
         out["lr"] = Param("lr", lr_range[0], lr_range[1], log=True)
     return out
+
+
+def default_point(name: str, cfg: Any, train_cfg: TrainConfig, space: dict[str, Param]) -> dict[str, Any]:
+    """The values a run without search uses, for the searched keys whose default lies in the
+    space: a study's first trial, so the search never selects a configuration that scored below
+    the defaults on validation (keys left out, e.g. a default outside its range, are sampled)."""
+    from lmadapt.methods.base import default_lr
+
+    point = {}
+    for key, param in space.items():
+        if key == "lr":
+            value = train_cfg.lr or default_lr(get_method(name), cfg)
+        else:
+            value = getattr(cfg, key) if hasattr(cfg, key) else getattr(train_cfg, key, None)
+        if value is not None and param.contains(value):
+            point[key] = value
+    return point
 
 
 def apply_params(params: dict[str, Any], cfg: Any, train_cfg: TrainConfig) -> tuple[Any, TrainConfig]:
@@ -211,6 +234,8 @@ def search(label: str, name: str, model: ModelSpec, train_task: Task, val_task: 
         trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
         return record.score
 
+    if first := default_point(name, cfg, train_cfg, space):
+        study.enqueue_trial(first, skip_if_exists=True)  # once per study, across resumes and workers
     done = sum(t.state in finished for t in study.trials)
     if done < trials:
         console.print(f"{label}: search, {trials - done} of {trials} trials to run "

@@ -7,7 +7,7 @@ on a `TaskModel` and call `train.loop.train`, which uses the task model's loss.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
@@ -86,6 +86,8 @@ class Method(Protocol):
     # (low, high): the learning rates (train setting lr) a compare's search tries, on a log
     # scale; None for a method that does not train, or whose learning rate is its own setting
     lr_range: ClassVar[tuple[float, float] | None]
+    # optional `default_lr(cfg) -> float | None`: the learning rate a run with lr=0 uses, when it is
+    # not simply the config's one `*_default_lr` field (see `default_lr`); a search tries it first
 
     def fit(self, train: Task, eval_task: Task | None, cfg: Any, ctx: RunContext
             ) -> tuple[Adapted, TrainResult | None]: ...
@@ -193,6 +195,17 @@ def task_model_for(task: Task, ctx: RunContext, need: tuple[str, ...] = ("encode
         raise LmadaptError(f"method {method!r} cannot use {tm.kind} model {ctx.model.model!r}; "
                            f"it needs a {' or '.join(need)} model")
     return tm
+
+
+def default_lr(method: Any, cfg: Any) -> float | None:
+    """The learning rate `method` trains with when the train setting lr is 0: its own
+    `default_lr(cfg)` if it declares one, else its config's single `*_default_lr` field (None when
+    neither says, or the field is 0 = decided elsewhere)."""
+    if callable(own := getattr(method, "default_lr", None)):
+        return own(cfg)
+    names = [f.name for f in fields(cfg) if f.name.endswith("_default_lr")]
+    value = getattr(cfg, names[0]) if len(names) == 1 else None
+    return float(value) if value else None
 
 
 def with_default_lr(cfg: TrainConfig, lr: float) -> TrainConfig:

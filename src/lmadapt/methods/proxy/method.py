@@ -251,6 +251,10 @@ class Proxy:
     task_kinds = ("classification", "generation")
     trains = True
     lr_range = (1e-4, 5e-3)  # learning rates a search tries (log scale)
+
+    @staticmethod
+    def default_lr(cfg: ProxyConfig) -> float:  # the expert's method's default
+        return LoraMethodConfig().lora_default_lr if cfg.expert_method == "lora" else FullConfig().full_default_lr
     demo_note = "needs a large base and a small model sharing its tokenizer (docs/proxy.md)"
     summary = "tune a small expert, steer the large base by expert - anti-expert logits (decoding time)"
 

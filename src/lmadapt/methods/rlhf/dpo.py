@@ -189,6 +189,10 @@ class DPO:
     task_kinds = ("preferences",)
     trains = True
     lr_range = (1e-5, 2e-3)  # learning rates a search tries (log scale)
+
+    @staticmethod
+    def default_lr(cfg: DPOConfig) -> float:
+        return cfg.dpo_default_lr if cfg.dpo_adapter == "lora" else cfg.dpo_default_lr / 50
     merge_note = "its policy is already a PEFT folder (artifact/adapter) or a whole model (artifact/model)"
     demo_note = "needs preference pairs (docs/rlhf.md)"
     load_task = staticmethod(read_preferences)  # prompt/chosen/rejected rows
@@ -199,8 +203,7 @@ class DPO:
         objective, _ = build_dpo_objective(ctx.model, cfg, ctx.train.max_length)
         held_out = pairs_of(eval_task) if eval_task is not None else []
         before = dpo_margins(objective, held_out, ctx.train.eval_batch_size) if held_out else None
-        default_lr = cfg.dpo_default_lr if cfg.dpo_adapter == "lora" else cfg.dpo_default_lr / 50
-        train_cfg = with_default_lr(ctx.train, default_lr)
+        train_cfg = with_default_lr(ctx.train, self.default_lr(cfg))
 
         def eval_fn(epoch: int) -> dict:
             return {"score": float((dpo_margins(objective, held_out, train_cfg.eval_batch_size) > 0).mean())}

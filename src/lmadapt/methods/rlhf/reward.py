@@ -174,6 +174,10 @@ class Reward:
     task_kinds = ("preferences",)
     trains = True
     lr_range = (1e-5, 1e-3)  # learning rates a search tries (log scale)
+
+    @staticmethod
+    def default_lr(cfg: RewardConfig) -> float:
+        return cfg.reward_default_lr * (10 if cfg.reward_adapter == "lora" else 1)
     merge_note = "a reward model scores texts; it is not a weight update of the base LM"
     demo_note = "needs preference pairs (docs/rlhf.md)"
     load_task = staticmethod(read_preferences)  # prompt/chosen/rejected rows
@@ -184,7 +188,7 @@ class Reward:
         model, tokenizer, kind = load_reward_backbone(resolve_model_ref(ctx.model.model), ctx.model)
         if cfg.reward_adapter == "lora":
             model = add_lora(model, TaskType.SEQ_CLS, cfg.reward_lora_r)
-        train_cfg = with_default_lr(ctx.train, cfg.reward_default_lr * (10 if cfg.reward_adapter == "lora" else 1))
+        train_cfg = with_default_lr(ctx.train, self.default_lr(cfg))
         objective = RewardLoss(model, tokenizer, train_cfg.max_length)
         scorer = RewardScorer(objective.model, tokenizer, train_cfg.max_length, train_cfg.eval_batch_size)
         eval_fn = None
