@@ -179,8 +179,9 @@ def test_selection_never_reads_the_eval_set(tiny_bert, tasks, tmp_path, monkeypa
         monkeypatch.setattr(cls, "fit", spy_fit)
     records = _compare([("head", None), ("lora", None)], tiny_bert, tasks, tmp_path / "c",
                        CompareConfig(search_trials=2, seeds=2))
-    assert watched and all(name.endswith(":val") for name in watched)  # 2 x (2 trials + 2 seeds)
-    assert len(watched) == 8
+    # 2 x (2 trials + 1 seed): the first seed's final model is the best trial's fit, scored again
+    assert watched and all(name.endswith(":val") for name in watched)
+    assert len(watched) == 6
     # scored: 4 search trials on validation, then each method's 2 seeds once on the eval set
     assert len(scored) == 8 and scored.count("eval") == 4
     assert all(name.endswith(":val") for name in scored if name != "eval")
@@ -231,6 +232,19 @@ def test_first_trial_runs_the_defaults(tiny_bert, tasks, tmp_path):
     first = trials[0].params
     assert first["lr"] == pytest.approx(default_lr(REGISTRY["head"], HeadConfig())) and first["batch_size"] == 8
     assert len(trials) == 3 and sum(t.params == first for t in trials) == 1
+
+
+def test_first_seed_reuses_the_best_trials_fit(tiny_bert, tasks, tmp_path):
+    """With a search, the first seed's final model is the best trial's fit (same settings, same
+    seed), scored on the eval set: the same predictions as training that configuration afresh,
+    and no search folder left behind."""
+    searched = _compare([("lora", None)], tiny_bert, tasks, tmp_path / "s", CompareConfig(search_trials=2))[0]
+    assert searched.extra["fit_from"].startswith("lora/trial-") and not (tmp_path / "s" / "search").exists()
+    afresh = _compare([("lora", None)], tiny_bert, tasks, tmp_path / "a", lr=searched.selected["lr"])[0]
+    assert "fit_from" not in afresh.extra and searched.score == afresh.score
+    preds = [(tmp_path / d / "runs" / "lora" / "predictions.jsonl").read_text() for d in ("s", "a")]
+    assert preds[0] == preds[1] and searched.train_steps == afresh.train_steps > 0
+    assert searched.val_score == pytest.approx(afresh.val_score)
 
 
 def test_two_processes_share_one_study(tiny_bert, toy_data, tmp_path):

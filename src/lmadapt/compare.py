@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,7 +38,14 @@ from lmadapt.report.html import html_report
 from lmadapt.report.recommend import Budgets, parse_bytes, rank_key, recommend
 from lmadapt.report.record import RunRecord, RunStore
 from lmadapt.run import run_settings, tune
-from lmadapt.search import apply_params, check_space_keys, load_space, method_space, search
+from lmadapt.search import (
+    apply_params,
+    check_space_keys,
+    load_space,
+    method_space,
+    remove_empty,
+    search,
+)
 from lmadapt.train.config import TrainConfig
 from lmadapt.utils import atomic_dir, atomic_write_text
 
@@ -229,9 +237,14 @@ def _run_method(name: str, label: str, spec: ModelSpec, train_task: Task, val_ta
         seed_cfg = dataclasses.replace(chosen_cfg, seed=train_cfg.seed + k)
         if settings.seeds > 1:
             console.print(f"{label}: seed {k + 1} of {settings.seeds}")
+        # the best trial trained this very configuration with the first seed: score its fit instead
+        fitted = found.run_dir if found is not None and k == 0 else None
         records.append(tune(name, spec, train_task, eval_task, method_cfg, seed_cfg, run_dir, store,
-                            lock=False, reuse_finished=train_cfg.resume, val_task=val_task))
+                            lock=False, reuse_finished=train_cfg.resume, val_task=val_task, fitted_run=fitted))
         run_dirs.append(run_dir)
+        if fitted is not None:
+            shutil.rmtree(fitted, ignore_errors=True)
+            remove_empty(fitted.parent)
     per_example = _per_example(run_dirs, len(eval_task.examples))
     record = summarise(records, per_example, train_cfg.seed)
     record.label, record.selected = label, dict(chosen)

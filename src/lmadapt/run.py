@@ -52,7 +52,7 @@ from lmadapt.outdir import input_paths
 from lmadapt.report.card import write_model_card
 from lmadapt.report.record import PeakMemory, RunRecord, RunStore, hardware, versions
 from lmadapt.train.config import TrainConfig
-from lmadapt.train.loop import epoch_scores
+from lmadapt.train.loop import TrainResult, epoch_scores
 from lmadapt.utils import atomic_dir, atomic_write_text, dir_bytes, seed_everything
 
 MANIFEST = "lmadapt.json"
@@ -221,7 +221,8 @@ def _write_jsonl(path: Path, rows: list[dict]) -> None:
 
 def tune(method: str, model: ModelSpec, train_task: Task, eval_task: Task, method_cfg: Any,
          train_cfg: TrainConfig, out: Path, store: RunStore | None = None, overwrite: bool = False,
-         lock: bool = True, reuse_finished: bool = False, val_task: Task | None = None) -> RunRecord:
+         lock: bool = True, reuse_finished: bool = False, val_task: Task | None = None,
+         fitted_run: Path | None = None) -> RunRecord:
     """Fit `method` on train_task, score it on eval_task, write the run folder `out`.
 
     Every choice the training makes (per-epoch scores, early stopping) watches `val_task`, or a
@@ -232,6 +233,10 @@ def tune(method: str, model: ModelSpec, train_task: Task, eval_task: Task, metho
     the whole run (`lock=False`: a folder inside one the caller already holds, as compare does).
     With `train_cfg.resume`, training continues from the newest checkpoint of an interrupted run
     in `out` (same settings only); `reuse_finished` returns a finished run's record as it is.
+    `fitted_run`: a finished run made under the same settings but scored on another set (a
+    compare's best search trial, scored on validation): its fit is loaded instead of trained
+    again (the training is deterministic under those settings) and scored on eval_task; the
+    record keeps that fit's training figures. Under other settings it is ignored.
     """
     impl = get_method(method)
     if not isinstance(method_cfg, impl.config_class):
@@ -256,12 +261,19 @@ def tune(method: str, model: ModelSpec, train_task: Task, eval_task: Task, metho
         seed_everything(train_cfg.seed)
         ctx = RunContext(model=model, train=train_cfg, work_dir=work)
         watching = epoch_scores() if val_task else nullcontext()  # every epoch scored on validation
+        fitted = _fitted(fitted_run, settings, model)
         with PeakMemory() as memory:
-            with watching:
-                adapted, result = impl.fit(train_task, val_task or eval_task, method_cfg, ctx)
+            if fitted is not None:
+                adapted, result, fitted_peak = fitted
+            else:
+                with watching:
+                    adapted, result = impl.fit(train_task, val_task or eval_task, method_cfg, ctx)
             evaluation = evaluate(adapted, eval_task, train_cfg.eval_batch_size, train_cfg.seed, log)
             extra = adapted.figures(eval_task)
         extra = {**extra, "train_eval_overlap": overlap_count(train_task, eval_task)}  # eval texts trained on
+        if fitted is not None:
+            memory.peak = max(memory.peak, fitted_peak)  # the fit's own peak (it trained elsewhere)
+            extra["fit_from"] = f"{Path(fitted_run).parent.name}/{Path(fitted_run).name}"
         adapted.save(work / "artifact")
         manifest = {**_manifest(method, method_cfg, model, train_cfg, train_task), "settings": settings}
         atomic_write_text(work / MANIFEST, json.dumps(manifest, indent=2))
@@ -294,6 +306,30 @@ def tune(method: str, model: ModelSpec, train_task: Task, eval_task: Task, metho
     if store is not None:
         store.add(record)
     return record
+
+
+def _fitted(run_dir: Path | None, settings: dict, model: ModelSpec) -> tuple[Adapted, TrainResult, int] | None:
+    """(adapted, training result, peak memory bytes) of the finished run in run_dir when it was
+    trained under `settings`; None when there is none or its settings differ."""
+    if run_dir is None or (record := _finished_under(Path(run_dir), settings)) is None:
+        return None
+    adapted = load_run(run_dir, device=model.device, trust_remote_code=model.trust_remote_code)[0]
+    rows = [json.loads(line) for line in (Path(run_dir) / "train_log.jsonl").read_text(encoding="utf-8").split("\n")
+            if line.strip()] if (Path(run_dir) / "train_log.jsonl").is_file() else []
+    seconds = record.train_seconds
+    result = TrainResult(steps=record.train_steps, seconds=seconds,
+                         tokens=round(record.train_tokens_per_second * seconds),
+                         losses=[r["loss"] for r in rows if "loss" in r],
+                         epoch_evals=[r["epoch_eval"] for r in rows if "epoch_eval" in r], best_epoch=record.best_epoch)
+    return adapted, result, record.peak_memory_bytes
+
+
+def _finished_under(run_dir: Path, settings: dict) -> RunRecord | None:
+    """finished_run, but None (not an error) when run_dir was made under other settings."""
+    try:
+        return finished_run(run_dir, settings)
+    except ResumeRefused:
+        return None
 
 
 def _selection(val_task: Task | None, result: Any) -> dict:

@@ -162,6 +162,7 @@ class SearchResult:
     value: float | None = None  # its validation score
     trials: int = 0  # finished trials (complete or pruned), all processes together
     study: str = ""
+    run_dir: Path | None = None  # the best trial's run folder, when this process ran it (else None)
 
 
 def storage_url(ref: str, folder: Path) -> str:
@@ -207,8 +208,12 @@ def search(label: str, name: str, model: ModelSpec, train_task: Task, val_task: 
     study.sampler = optuna.samplers.TPESampler(seed=train_cfg.seed + len(study.trials))
     finished = (TrialState.COMPLETE, TrialState.PRUNED)
     trial_root = Path(folder) / "search" / label
-    if trial_root.exists():  # an interrupted trial's folder (lmadapt's own, inside the compare)
-        shutil.rmtree(trial_root)
+    # the best trial's run folder is kept (the final run with the first seed reuses its fit, see
+    # compare); any other folder there is an interrupted trial's (lmadapt's own, inside the compare)
+    kept: dict[str, Any] = {"dir": None, "value": None}
+    if (best := _best(study)) is not None and (trial_root / f"trial-{best.number}" / "record.json").is_file():
+        kept.update(dir=trial_root / f"trial-{best.number}", value=best.value)
+    _clear(trial_root, keep=kept["dir"])
 
     def objective(trial: Any) -> float:
         params = {p.name: p.suggest(trial) for p in space.values()}
@@ -222,14 +227,20 @@ def search(label: str, name: str, model: ModelSpec, train_task: Task, val_task: 
 
         console.print(f"[dim]{label} trial {trial.number}: "
                       + ", ".join(f"{k}={_fmt(v)}" for k, v in params.items()) + "[/dim]")
+        record = None
         try:
             with epoch_scores(prune):
                 record = tune(name, model, train_task, val_task, method_cfg,
                               dataclasses.replace(run_cfg, resume=False, save_every=0),
                               run_dir, lock=False, overwrite=True, val_task=val_task)
         finally:
-            shutil.rmtree(run_dir, ignore_errors=True)
             shutil.rmtree(partial_dir(run_dir), ignore_errors=True)
+            if record is not None and (kept["value"] is None or record.score > kept["value"]):
+                if kept["dir"] is not None:
+                    shutil.rmtree(kept["dir"], ignore_errors=True)
+                kept.update(dir=run_dir, value=record.score)  # ties keep the earlier trial, as _best does
+            else:
+                shutil.rmtree(run_dir, ignore_errors=True)
         trial.set_user_attr("train_seconds", record.train_seconds)
         trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
         return record.score
@@ -242,16 +253,38 @@ def search(label: str, name: str, model: ModelSpec, train_task: Task, val_task: 
                       f"(study {name_} in {url.split('://')[0]})")
         study.optimize(objective, n_trials=trials - done, catch=(LmadaptError,),
                        callbacks=[MaxTrialsCallback(trials, states=finished)])
-    if trial_root.exists():
-        shutil.rmtree(trial_root)
-        if not any(trial_root.parent.iterdir()):
-            trial_root.parent.rmdir()
-    complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
     result = SearchResult(trials=sum(t.state in finished for t in study.trials), study=name_)
-    if complete:
-        best = max(complete, key=lambda t: (t.value, -t.number))
+    if (best := _best(study)) is not None:
         result.params, result.value = dict(best.params), float(best.value)
+        mine = trial_root / f"trial-{best.number}"
+        result.run_dir = mine if mine == kept["dir"] and (mine / "record.json").is_file() else None
+    _clear(trial_root, keep=result.run_dir)
     return result
+
+
+def _best(study: Any) -> Any:
+    """The best complete trial (the earliest among equal scores); None when none completed."""
+    from optuna.trial import TrialState
+
+    complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
+    return max(complete, key=lambda t: (t.value, -t.number)) if complete else None
+
+
+def _clear(trial_root: Path, keep: Path | None) -> None:
+    """Remove the trial folders under trial_root but `keep` (and trial_root and its parent when
+    left empty)."""
+    if trial_root.is_dir():
+        for child in trial_root.iterdir():
+            if child != keep:
+                shutil.rmtree(child) if child.is_dir() else child.unlink()
+    remove_empty(trial_root)
+
+
+def remove_empty(trial_root: Path) -> None:
+    """trial_root, then its parent (the compare's search/ folder), each if it exists and is empty."""
+    for folder in (trial_root, trial_root.parent):
+        if folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()
 
 
 def _fmt(value: Any) -> str:
