@@ -263,7 +263,7 @@ def demo(out: OutOpt = Path("demo-out"),
          quick: Annotated[bool, typer.Option(help="a smaller subset (about 2 minutes)")] = False,
          methods: Annotated[str, typer.Option(help="comma-separated subset of methods (default: all)")] = "",
          search_trials: Annotated[int, typer.Option(help="learning-rate search trials per trainable method, on the "
-                                                        "validation set (0 = defaults; each trial costs about one run)")] = 0,
+                                                        "validation set (0 = defaults; the first trial runs them; each costs about one run)")] = 2,
          seeds: Annotated[int, typer.Option(help="retrain each method with N seeds (the CIs then cover training noise)")] = 1,
          overwrite: OverwriteOpt = False) -> None:
     """Pull MiniLM, SmolLM2 and a real dataset, then compare every method: the recommendation and the table."""

@@ -35,6 +35,7 @@ class DemoSize:
     epochs: float
 
 
+SEARCH_TRIALS = 2  # per trainable method: the defaults, then one TPE proposal (cli.demo's default too)
 SIZES = {"full": DemoSize(train=400, eval=150, epochs=2.0), "quick": DemoSize(train=160, eval=80, epochs=1.0)}
 def model_for(method: str) -> str:
     """MiniLM when the method can use an encoder, else SmolLM2 (prompting needs a language model)."""
@@ -65,6 +66,6 @@ def run_demo(out: Path, quick: bool = False, methods: list[str] | None = None,
     notes = ["## Not in the demo", "", *skipped, ""] if skipped else []
     compare(plan, ModelSpec(model=plan[0][1]), train_task, eval_task, configs, train_cfg, out,
             title=f"lmadapt demo: {DATASET} ({len(eval_task.examples)} eval reviews)", notes=notes,
-            overwrite=overwrite, settings=settings)
+            overwrite=overwrite, settings=settings or CompareConfig(search_trials=SEARCH_TRIALS))
     console.print(f"demo finished in {time.perf_counter() - began:.0f} s; report: {out / 'report.md'} "
                   f"(and report.html), plots: {out / 'pareto.png'}, {out / 'learning_curves.png'}")
