@@ -45,6 +45,7 @@ from lmadapt.models.chat import (
     end_of_turn_id,
     render,
 )
+from lmadapt.models.lm_loss import gathered_loss, head_reproduces_logits, output_head
 from lmadapt.models.load import (
     ModelSpec,
     load_config,
@@ -52,6 +53,7 @@ from lmadapt.models.load import (
     model_kind,
     resolve_model_ref,
 )
+from lmadapt.models.packing import check_packing, pack_rows
 from lmadapt.models.scoring import (
     classify_by_likelihood,
     encode_pair,
@@ -100,6 +102,9 @@ class TaskModel:
     normalize_scores: bool = False  # length-normalised label log-likelihood
     prompt_builder: PromptBuilder | Callable[[str], str] | None = field(default=None, repr=False)
     chat_template: str | None = field(default=None, repr=False)  # chat data: render with it (models/chat.py)
+    loss_chunk: int = 0  # causal LMs: targets per LM-head chunk in the loss (0 = all at once)
+    _head_verdict: tuple[torch.nn.Module, bool] | None = field(default=None, init=False, repr=False)
+    _packing_checked: bool = field(default=False, init=False, repr=False)
 
     # ---- batching and loss (training) -------------------------------------------------
     def prompt(self, text: str) -> str:
@@ -136,48 +141,83 @@ class TaskModel:
                                  padding=True, max_length=self.max_length, return_tensors="pt")
             labels = tgt["input_ids"].masked_fill(tgt["attention_mask"] == 0, -100)
             return {**dict(enc), "labels": labels}
-        if self.chat_template is not None and all(isinstance(ex, ChatExample) for ex in examples):
-            return self._chat_batch(examples)
-        pairs = [encode_pair(self.tokenizer, self.prompt(ex.text), self.target_text(ex), self.max_length)
-                 for ex in examples]
-        ids, mask = left_pad([p for p, _ in pairs], self.tokenizer.pad_token_id)
-        labels = torch.full_like(ids, -100)
-        for row, (_, n_target) in enumerate(pairs):
-            labels[row, -n_target:] = ids[row, -n_target:]
+        rows = self.token_rows(examples)
+        ids, mask = left_pad([token_ids for token_ids, _ in rows], self.tokenizer.pad_token_id)
+        labels, _ = left_pad([row_labels for _, row_labels in rows], -100)
         return {"input_ids": ids, "attention_mask": mask,
                 "position_ids": position_ids_for(mask), "labels": labels}
 
-    def _chat_batch(self, examples: list[ChatExample]) -> dict[str, torch.Tensor]:
-        """Whole conversations rendered with the chat template; labels only on assistant tokens
-        (every assistant turn, or the last with train_on=last), end-of-turn markers included."""
-        rows = [encode_with_spans(self.tokenizer, *assistant_spans(self.tokenizer, self.chat_template,
-                                                                   ex.as_dicts(), self.task.train_on),
-                                  self.max_length) for ex in examples]
-        ids, mask = left_pad([r for r, _ in rows], self.tokenizer.pad_token_id)
-        labels = torch.full_like(ids, -100)
-        for row, (token_ids, covered) in enumerate(rows):
-            width = len(token_ids)
-            keep = torch.tensor(covered, dtype=torch.bool)
-            labels[row, -width:] = torch.where(keep, ids[row, -width:], torch.tensor(-100))
-        return {"input_ids": ids, "attention_mask": mask,
-                "position_ids": position_ids_for(mask), "labels": labels}
+    def token_rows(self, examples: list[Example]) -> list[tuple[list[int], list[int]]]:
+        """Causal LMs: each example's token ids and its labels (the id where the loss reads the
+        token, else -100): prompt then target, or a whole conversation rendered with the chat
+        template with labels only on assistant tokens (every assistant turn, or the last with
+        train_on=last), end-of-turn markers included."""
+        if self.chat_template is not None and all(isinstance(ex, ChatExample) for ex in examples):
+            rows = []
+            for ex in examples:
+                text, spans = assistant_spans(self.tokenizer, self.chat_template, ex.as_dicts(), self.task.train_on)
+                token_ids, covered = encode_with_spans(self.tokenizer, text, spans, self.max_length)
+                rows.append((token_ids, [t if c else -100 for t, c in zip(token_ids, covered, strict=True)]))
+            return rows
+        rows = []
+        for ex in examples:
+            token_ids, n_target = encode_pair(self.tokenizer, self.prompt(ex.text), self.target_text(ex),
+                                              self.max_length)
+            rows.append((token_ids, [-100] * (len(token_ids) - n_target) + token_ids[-n_target:]))
+        return rows
+
+    def collate_packed(self, examples: list[Example]) -> dict[str, torch.Tensor] | None:
+        """The training batch as packed rows of max_length (`models/packing.py`); None where
+        packing does not apply: encoders and seq2seq models, and peft prompt learning (its
+        virtual tokens go before every row)."""
+        if self.kind != "causal" or self._prompt_learning():
+            return None
+        return pack_rows(self.token_rows(examples), self.max_length, self.tokenizer.pad_token_id)
 
     def loss(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Mean loss of one batch; `model` may be the DDP-wrapped twin of self.model.
+        """Mean loss of one batch; `model` may be the DDP/FSDP-wrapped twin of self.model.
 
-        A causal LM computes logits only where the loss reads them: the batch is left-padded, so
-        every target sits at the right end, and the LM head runs on the positions from the first
-        target-predicting one to the end (`logits_to_keep`) instead of on every position — the
-        same mean token cross-entropy as the model's own loss, without the (B, T, vocab) logits
-        of the prompt positions."""
-        keep = self._loss_positions(batch) if self.kind == "causal" else None
-        if keep is None:
+        A causal LM computes logits only where the loss reads them: the final hidden states of
+        the positions that predict a target are gathered and only they go through the LM head,
+        `loss_chunk` at a time when set (`models/lm_loss.py`). Where that does not apply (peft
+        prompt learning, a model whose logits are more than its head's output), the head runs on
+        the positions from the first target-predicting one to the end (`logits_to_keep`; rows are
+        left-padded, so targets sit at the right end). Either way: the same mean token
+        cross-entropy as the model's own loss. A packed batch (`collate_packed`) is checked once
+        to keep its examples apart (`models/packing.py`); no forward builds a KV cache (with one,
+        transformers would not read the packed positions)."""
+        if self.kind != "causal":
             return model(**batch).loss
         labels = batch["labels"]
-        logits = model(**{k: v for k, v in batch.items() if k != "labels"}, logits_to_keep=keep).logits
+        inputs = {k: v for k, v in batch.items() if k not in ("labels", "num_tokens")}
+        if "num_tokens" in batch and not self._packing_checked:
+            check_packing(model, self.model, batch["input_ids"])
+            self._packing_checked = True
+        head = self._gathering_head(model, batch["input_ids"])
+        if head is not None and bool((labels[:, 1:] != -100).any()):
+            return gathered_loss(model, head, inputs, labels, self.loss_chunk)
+        keep = self._loss_positions(batch)
+        if keep is None:
+            return model(**inputs, labels=labels, use_cache=False).loss
+        logits = model(**inputs, logits_to_keep=keep, use_cache=False).logits
         targets = labels[:, labels.shape[1] - keep + 1:]
         return torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1).float(), targets.flatten(),
                                                  ignore_index=-100)
+
+    def _prompt_learning(self) -> bool:
+        peft_config = getattr(self.model, "active_peft_config", None)
+        return bool(getattr(peft_config, "is_prompt_learning", False))
+
+    def _gathering_head(self, model: torch.nn.Module, input_ids: torch.Tensor) -> torch.nn.Module | None:
+        """The LM head when the gathered loss applies to this model (probed once per head on a
+        few of the batch's tokens); None otherwise."""
+        head = output_head(self.model)
+        if head is None or self._prompt_learning():
+            return None
+        if self._head_verdict is None or self._head_verdict[0] is not head:
+            probe = input_ids[:1, -8:]  # (1, <= 8) real tokens at the right end of a left-padded row
+            self._head_verdict = (head, head_reproduces_logits(model, head, probe))
+        return head if self._head_verdict[1] else None
 
     def _loss_positions(self, batch: dict[str, torch.Tensor]) -> int | None:
         """How many rightmost positions' logits the loss needs (None: the model cannot restrict
@@ -192,7 +232,8 @@ class TaskModel:
 
     @staticmethod
     def count_tokens(batch: dict[str, torch.Tensor]) -> int:
-        return int(batch["attention_mask"].sum())
+        """Real (non-pad) tokens of a batch, padded or packed."""
+        return int(batch["num_tokens"]) if "num_tokens" in batch else int(batch["attention_mask"].sum())
 
     # ---- prediction ----------------------------------------------------------------------
     @torch.inference_mode()

@@ -40,6 +40,12 @@ class TrainConfig:
         "help": "batch examples of similar length together (seeded; less padding, same epochs)"})
     gradient_checkpointing: bool = field(default=False, metadata={
         "help": "recompute each layer's activations in the backward pass (non-reentrant): less memory, more time"})
+    packing: bool = field(default=False, metadata={
+        "help": "causal LMs: pack each micro-batch's examples into rows of max_length (positions restart "
+                "per example, attention stays within it): no padding, the same loss"})
+    loss_chunk: int = field(default=0, metadata={
+        "help": "causal LMs: run the LM head and cross-entropy on this many target tokens at a time, "
+                "recomputed in the backward pass (bounds the logits' memory; 0 = all at once)"})
 
     def __post_init__(self) -> None:
         checks = [
@@ -57,6 +63,7 @@ class TrainConfig:
             (self.val_split == -1 or 0 <= self.val_split < 1,
              f"val_split must be in [0, 1) (or -1 for auto), got {self.val_split}"),
             (self.early_stop_patience >= 0, f"early_stop_patience must be >= 0, got {self.early_stop_patience}"),
+            (self.loss_chunk >= 0, f"loss_chunk must be >= 0 (0 = all at once), got {self.loss_chunk}"),
         ]
         for ok, message in checks:
             if not ok:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -188,6 +189,27 @@ def _micro_batches(examples: list[Example], step: int, steps_per_epoch: int, cfg
     return out
 
 
+def batch_maker(tm: TaskModel, cfg: TrainConfig) -> Callable[[list[Example]], dict[str, torch.Tensor]]:
+    """How the loop turns a micro-batch's examples into tensors: the objective's padded `collate`,
+    or with `packing` its `collate_packed` (causal LMs; models/packing.py). An objective that
+    cannot pack (an encoder, seq2seq, prompt learning, a method's own loss) pads, with a warning."""
+    packed = getattr(tm, "collate_packed", None) if cfg.packing else None
+    warned = False
+
+    def collate(examples: list[Example]) -> dict[str, torch.Tensor]:
+        nonlocal warned
+        batch = packed(examples) if packed is not None else None
+        if batch is not None:
+            return batch
+        if cfg.packing and not warned:
+            warnings.warn("packing=true applies to a causal LM's own training loss; this run pads its "
+                          "batches instead", stacklevel=2)
+            warned = True
+        return tm.collate(examples)
+
+    return collate
+
+
 def _trainable(model: torch.nn.Module) -> list[torch.nn.Parameter]:
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
@@ -253,6 +275,9 @@ def train(tm: TaskModel, examples: list[Example], cfg: TrainConfig, out_dir: Pat
                               num_training_steps=total_steps)
     if cfg.gradient_checkpointing:
         enable_checkpointing(tm.model)
+    if isinstance(tm, TaskModel):
+        tm.loss_chunk = cfg.loss_chunk
+    collate = batch_maker(tm, cfg)
     model, optimizer = accelerator.prepare(tm.model, optimizer)
     result, start = TrainResult(), 0
     ckpt_root = out_dir / "checkpoints" if out_dir else None
@@ -275,7 +300,7 @@ def train(tm: TaskModel, examples: list[Example], cfg: TrainConfig, out_dir: Pat
         micro = _micro_batches(examples, step, steps_per_epoch, cfg, accelerator.process_index, per_proc, orders)
         step_loss = torch.zeros((), device=accelerator.device)
         for i, batch_examples in enumerate(micro):
-            batch = {k: v.to(accelerator.device) for k, v in tm.collate(batch_examples).items()}
+            batch = {k: v.to(accelerator.device) for k, v in collate(batch_examples).items()}
             sync = contextlib.nullcontext() if i == len(micro) - 1 else accelerator.no_sync(model)
             with sync, accelerator.autocast():
                 loss = tm.loss(model, batch)
