@@ -5,44 +5,64 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
 import sys
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 
-from lmadapt.compare import CompareConfig
-from lmadapt.config import build_configs, config_keys, describe, load_yaml, parse_overrides
-from lmadapt.data.loaders import DataSpec, load_task, load_train_eval
-from lmadapt.data.task import stop_strings
+from lmadapt.cli_help import CompareHelp, LazyGroup, TuneHelp
+from lmadapt.compare_settings import CompareConfig
+from lmadapt.config import build_configs, config_keys, load_yaml, parse_overrides
 from lmadapt.errors import LmadaptError
-from lmadapt.methods import REGISTRY, get_method, task_readers
-from lmadapt.models.load import ModelSpec
+from lmadapt.methods import command_groups, config_class, method_names
 from lmadapt.train.config import TrainConfig
+
+# Imports that reach torch (data loaders, models, methods) happen inside the commands, so that
+# `lmadapt --help` and `lmadapt tune --help` stay fast (docs/cli.md); the help's settings are
+# read from the torch-free config modules.
+if TYPE_CHECKING:
+    from lmadapt.data.loaders import DataSpec
+    from lmadapt.models.load import ModelSpec
 
 
 def _quiet_transformers() -> None:
-    """Library chatter (weight-loading bars, load reports) hides our own output; keep errors only."""
-    import transformers
+    """Library chatter (weight-loading bars, load reports) hides our own output; keep errors only.
+    Set before transformers is imported (it reads these once), applied directly when it already is."""
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    if "transformers" in sys.modules:
+        import transformers
 
-    transformers.logging.set_verbosity_error()
-    transformers.utils.logging.disable_progress_bar()
+        transformers.logging.set_verbosity_error()
+        transformers.utils.logging.disable_progress_bar()
 
 
-_quiet_transformers()
+def _attr(module: str, name: str) -> Callable[[], Any]:
+    return lambda: getattr(importlib.import_module(module), name)
+
+
+class _Commands(LazyGroup):
+    """`lmadapt`'s commands; these are imported only when run (generate and index import torch
+    and faiss). A method's own commands are named on its registry line and load their help."""
+
+    lazy = {"generate": (_attr("lmadapt.decoding.cli", "generate_cmd"),
+                         "Generate a continuation for each prompt, optionally proxy-tuned (Liu et al., 2024)."),
+            "pull": (_attr("lmadapt.assets.cli", "pull_app"), "Pull named models and datasets (offline-capable)."),
+            "index": (_attr("lmadapt.index.cli", "index_app"), "Build and query persistent vector indexes (RAG)."),
+            **{name: (loader, "") for name, loader in command_groups().items()}}
+
+
 app = typer.Typer(help="Adapt a pretrained language model to your task by every common method, "
-                       "and compare them side by side.", no_args_is_help=True,
+                       "and compare them side by side.", no_args_is_help=True, cls=_Commands,
                   pretty_exceptions_enable=False, add_completion=False)
 err_console = Console(stderr=True)
 EXTRA = {"allow_extra_args": True, "ignore_unknown_options": False}
-SETTINGS_HELP = ("Settings (as key=value after the options, or in --config YAML):\n\n" +
-                 describe([TrainConfig]) + "\n\nMethod settings:\n\n" +
-                 describe([get_method(m).config_class for m in REGISTRY]))
-COMPARE_HELP = ("Compare settings (selection on a validation set, search, seeds, budgets):\n\n"
-                + describe([CompareConfig]) + "\n\n" + SETTINGS_HELP)
 
 # ---- shared options --------------------------------------------------------------------------
 ModelOpt = Annotated[str, typer.Option("--model", "-m", help="hub id, local path or pull name (lmadapt pull list)")]
@@ -79,6 +99,9 @@ def _settings(config: Path | None, extra: list[str]) -> dict:
 
 def _data_spec(settings: dict, input_field: str, label_field: str, output_field: str, labels: str,
                template: str, kind: str, data_format: str = "auto") -> DataSpec:
+    from lmadapt.data.loaders import DataSpec
+    from lmadapt.data.task import stop_strings
+
     return DataSpec(input_field=settings.pop("input_field", input_field),
                     label_field=settings.pop("label_field", label_field),
                     output_field=settings.pop("output_field", output_field),
@@ -98,6 +121,8 @@ def _label_list(value: str | list) -> tuple[str, ...]:
 
 
 def _model_spec(settings: dict, model: str, dtype: str, device: str, remote: bool) -> ModelSpec:
+    from lmadapt.models.load import ModelSpec
+
     return ModelSpec(model=str(settings.pop("model", model)), dtype=str(settings.pop("dtype", dtype)),
                      device=str(settings.pop("device", device)),
                      trust_remote_code=bool(settings.pop("trust_remote_code", remote)))
@@ -115,24 +140,29 @@ def _run_inputs(settings: dict, model: str, train: str, eval: str | None, out: P
 
 def _load_tasks(train_ref: str, eval_ref: str | None, data: DataSpec, eval_split: float, seed: int,
                 methods: list[str]) -> tuple:
+    from lmadapt.data.loaders import load_train_eval
+    from lmadapt.methods import task_readers
+
     return load_train_eval(_resolve_data(train_ref), _resolve_data(eval_ref) if eval_ref else None,
                            data, eval_split, seed, readers=task_readers(methods))
 
 
-@app.command(context_settings=EXTRA, epilog=SETTINGS_HELP)
-def tune(ctx: typer.Context, method: Annotated[str, typer.Option(help=f"one of: {', '.join(REGISTRY)}")] = "",
+@app.command(cls=TuneHelp, context_settings=EXTRA)
+def tune(ctx: typer.Context, method: Annotated[str, typer.Option(help=f"one of: {', '.join(method_names())}; "
+                                                                  "--method NAME --help lists its settings")] = "",
          model: ModelOpt = "", train: TrainOpt = "", eval: EvalOpt = None, out: OutOpt = Path("runs/tune"),
          config: ConfigOpt = None, input_field: InputField = "text", label_field: LabelField = "label",
          output_field: OutputField = "output", labels: LabelsOpt = "", template: TemplateOpt = "",
          kind: KindOpt = "auto", data_format: FormatOpt = "auto", eval_split: SplitOpt = 0.2, dtype: DtypeOpt = "float32",
          device: DeviceOpt = "auto", trust_remote_code: RemoteOpt = False, overwrite: OverwriteOpt = False) -> None:
     """Adapt MODEL to the task with one METHOD; writes OUT/record.json and OUT/artifact/."""
+    from lmadapt.methods import get_method
     from lmadapt.run import tune as run_tune
 
     settings = _settings(config, ctx.args)
     method = str(settings.pop("method", method))
     if not method:
-        raise LmadaptError("no method given; pass --method (one of: " + ", ".join(REGISTRY) + ")")
+        raise LmadaptError("no method given; pass --method (one of: " + ", ".join(method_names()) + ")")
     impl = get_method(method)
     spec = _data_spec(settings, input_field, label_field, output_field, labels, template, kind, data_format)
     model_spec, train_ref, eval_ref, out = _run_inputs(settings, model, train, eval, out, dtype, device,
@@ -151,7 +181,7 @@ def tune(ctx: typer.Context, method: Annotated[str, typer.Option(help=f"one of: 
     print(out / "record.json")
 
 
-@app.command(context_settings=EXTRA, epilog=COMPARE_HELP)
+@app.command(cls=CompareHelp, context_settings=EXTRA)
 def compare(ctx: typer.Context,
             methods: Annotated[str, typer.Option(help="comma-separated methods; METHOD@MODEL uses another model for that method; 'all' = every method")] = "features,head,full",
             model: ModelOpt = "", train: TrainOpt = "", eval: EvalOpt = None, out: OutOpt = Path("runs/compare"),
@@ -161,7 +191,8 @@ def compare(ctx: typer.Context,
             device: DeviceOpt = "auto", trust_remote_code: RemoteOpt = False, overwrite: OverwriteOpt = False) -> None:
     """Run several methods on the same data: OUT/results.jsonl, OUT/report.md, OUT/pareto.png."""
     from lmadapt.compare import compare as run_compare
-    from lmadapt.compare import compare_config, method_configs, parse_method_list
+    from lmadapt.compare import method_configs, parse_method_list
+    from lmadapt.compare_settings import compare_config
 
     settings = _settings(config, ctx.args)
     method_list = parse_method_list(str(settings.pop("methods", methods)))
@@ -195,6 +226,9 @@ def eval_cmd(ctx: typer.Context, run_dir: Annotated[Path, typer.Argument(help="a
              trust_remote_code: RemoteOpt = False,
              metric: Annotated[str, typer.Option(help=f"the run's own when empty; or metric=NAME: {METRIC_HELP}")] = "") -> None:
     """Score a saved run on another data file (metric with bootstrap 95% CI)."""
+    from lmadapt.data.loaders import DataSpec, load_task
+    from lmadapt.data.task import stop_strings
+    from lmadapt.methods import task_readers
     from lmadapt.run import evaluate, load_run
 
     extra = parse_overrides(ctx.args)
@@ -252,6 +286,8 @@ def predict(run_dir: Annotated[Path, typer.Argument(help="a tune output folder")
 @app.command("methods")
 def list_methods() -> None:
     """List the registered methods: what each adapts, the models and tasks it takes."""
+    from lmadapt.methods import REGISTRY
+
     for name, cls in REGISTRY.items():
         traits = [f"models: {', '.join(cls.model_kinds)}", f"tasks: {', '.join(cls.task_kinds)}",
                   "trains with the shared loop" if cls.trains else "no gradient training"] + (["mergeable"] if cls.mergeable else [])
@@ -267,7 +303,7 @@ def demo(out: OutOpt = Path("demo-out"),
          seeds: Annotated[int, typer.Option(help="retrain each method with N seeds (the CIs then cover training noise)")] = 1,
          overwrite: OverwriteOpt = False) -> None:
     """Pull MiniLM, SmolLM2 and a real dataset, then compare every method: the recommendation and the table."""
-    from lmadapt.compare import CompareConfig, parse_method_list
+    from lmadapt.compare import parse_method_list
     from lmadapt.demo import run_demo
 
     names = [m for m, _ in parse_method_list(methods)] if methods else None
@@ -308,25 +344,8 @@ def _print_version(value: bool) -> None:
 def _root(ctx: typer.Context,
           version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True,
                                                 help="print the version and exit")] = False) -> None:
+    _quiet_transformers()
     ctx.obj = Services()
-
-
-def _mount_subapps() -> None:
-    """Command groups that live beside the code they drive; a method's group (`command_group`,
-    declared on its class) is mounted under the method's name."""
-    from lmadapt.assets.cli import pull_app
-    from lmadapt.decoding.cli import generate_cmd
-    from lmadapt.index.cli import index_app
-
-    groups = [(pull_app, "pull", "Pull named models and datasets (offline-capable)."),
-              (index_app, "index", "Build and query persistent vector indexes (RAG).")]
-    groups += [(cls.command_group(), name, None) for name, cls in REGISTRY.items() if cls.command_group]
-    for sub_app, name, help_text in groups:
-        app.add_typer(sub_app, name=name, help=help_text or sub_app.info.help)
-    app.command("generate")(generate_cmd)
-
-
-_mount_subapps()
 
 
 def main() -> None:
@@ -396,7 +415,7 @@ def _setting_hint(option: str) -> str | None:
     key = option.lstrip("-").replace("-", "_")
     if not option.startswith("--") or not key:
         return None
-    known = config_keys([TrainConfig, CompareConfig, *(get_method(m).config_class for m in REGISTRY)])
+    known = config_keys([TrainConfig, CompareConfig, *(config_class(m) for m in method_names())])
     if key not in known:
         return None
     args = sys.argv[1:]

@@ -102,10 +102,10 @@ KIND_PHRASES = {"classification": "a classification task", "generation": "a gene
 
 # Optional on a method class: `load_task(ref, spec, name) -> Task | None` reads a data layout of
 # the method's own (None when ref is not one), tried before the generic loaders.
-# `command_group() -> typer.Typer`: the method's own commands, mounted as `lmadapt NAME ...`
-# (they get lmadapt.cli.Services as ctx.obj for running a tune).
+# A method's own commands (`lmadapt NAME ...`, given lmadapt.cli.Services as ctx.obj for running
+# a tune) are named on its registry line (methods/__init__.py): the CLI lists them without torch.
 OPTIONAL = {"mergeable": False, "merge_note": "it has no adapter weights", "demo_note": "", "load_task": None,
-            "command_group": None, "lr_range": None}
+            "lr_range": None}
 REQUIRED = ("name", "config_class", "summary", "model_kinds", "task_kinds", "trains", "fit", "load")
 
 

@@ -3,7 +3,6 @@
 from dataclasses import dataclass, field
 
 from lmadapt.errors import LmadaptError
-from lmadapt.methods.peft_common.build import PEFT_METHODS
 
 
 @dataclass
@@ -31,7 +30,7 @@ class DistillConfig:
             raise LmadaptError(f"distill_alpha must be in [0, 1], got {self.distill_alpha}")
         if self.distill_label_source not in ("gt", "teacher"):
             raise LmadaptError(f"distill_label_source must be gt or teacher, got {self.distill_label_source!r}")
-        students = ("full", *PEFT_METHODS)  # full fine-tuning, or any peft method
+        students = ("full", *_peft_methods())  # full fine-tuning, or any peft method
         if self.distill_student not in students:
             raise LmadaptError(f"distill_student must be one of {', '.join(students)}, got {self.distill_student!r}")
         if self.distill_label_prefix == self.distill_rationale_prefix:
@@ -41,3 +40,12 @@ class DistillConfig:
         bad = [a for a in self.distill_student_args if "=" not in a]
         if bad:
             raise LmadaptError(f"distill_student_args entries must be key=value, got {bad[0]!r}")
+
+
+def _peft_methods() -> list[str]:
+    """The peft-backed methods' names; imported here, not at module level, so that reading
+    these settings (the CLI's help) needs no torch."""
+    from lmadapt.methods import REGISTRY
+    from lmadapt.methods.peft_common.build import PEFT_METHODS
+
+    return [name for name in REGISTRY if name in PEFT_METHODS]

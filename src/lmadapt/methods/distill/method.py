@@ -75,8 +75,6 @@ class Distill:
     lr_range = (1e-5, 3e-3)  # learning rates a search tries (log scale)
     demo_note = "needs teacher rationales (docs/distill.md)"
     load_task = staticmethod(maybe_rationale_task)  # DIR:SPLIT release folders, rationale JSONL
-    # command_group (lmadapt distill rationales | train) is set in the package __init__: the
-    # commands use this module, so naming them here would close an import cycle
 
     def fit(self, train_task: Task, eval_task: Task | None, cfg: DistillConfig,
             ctx: RunContext) -> tuple[DistillAdapted, TrainResult]:

@@ -1,4 +1,6 @@
+from lmadapt.methods import lazy_exports
 from lmadapt.methods.features.config import FeaturesConfig
-from lmadapt.methods.features.method import Features
+
+__getattr__ = lazy_exports(__name__, {"Features": "method"})  # the class imports torch: on first use
 
 __all__ = ["Features", "FeaturesConfig"]

@@ -1,4 +1,6 @@
+from lmadapt.methods import lazy_exports
 from lmadapt.methods.icl.config import ICLConfig
-from lmadapt.methods.icl.method import ICL
+
+__getattr__ = lazy_exports(__name__, {"ICL": "method"})  # the class imports torch: on first use
 
 __all__ = ["ICL", "ICLConfig"]

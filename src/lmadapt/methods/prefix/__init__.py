@@ -1,4 +1,6 @@
+from lmadapt.methods import lazy_exports
 from lmadapt.methods.prefix.config import PrefixMethodConfig
-from lmadapt.methods.prefix.method import Prefix
+
+__getattr__ = lazy_exports(__name__, {"Prefix": "method"})  # the class imports torch: on first use
 
 __all__ = ["Prefix", "PrefixMethodConfig"]

@@ -1,4 +1,6 @@
+from lmadapt.methods import lazy_exports
 from lmadapt.methods.prompt.config import PromptMethodConfig
-from lmadapt.methods.prompt.method import Prompt
+
+__getattr__ = lazy_exports(__name__, {"Prompt": "method"})  # the class imports torch: on first use
 
 __all__ = ["Prompt", "PromptMethodConfig"]

@@ -1,4 +1,6 @@
+from lmadapt.methods import lazy_exports
 from lmadapt.methods.ptuning.config import PtuningMethodConfig
-from lmadapt.methods.ptuning.method import Ptuning
+
+__getattr__ = lazy_exports(__name__, {"Ptuning": "method"})  # the class imports torch: on first use
 
 __all__ = ["Ptuning", "PtuningMethodConfig"]

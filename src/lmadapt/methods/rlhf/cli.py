@@ -14,7 +14,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import fields
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -24,8 +24,10 @@ from lmadapt.data.task import Example, Task, split_task
 from lmadapt.errors import LmadaptError
 from lmadapt.methods.rlhf.config import DPOConfig, PPOConfig, RewardConfig, RlhfMethodConfig
 from lmadapt.methods.rlhf.data import load_prompts, read_preferences
-from lmadapt.models.load import ModelSpec
 from lmadapt.train.config import TrainConfig
+
+if TYPE_CHECKING:
+    from lmadapt.models.load import ModelSpec
 
 rlhf_app = typer.Typer(help="RLHF: train a reward model, then tune a policy with PPO, or use DPO.",
                        no_args_is_help=True)
@@ -67,6 +69,8 @@ def _pairs(train: str, eval_ref: str | None, seed: int) -> tuple[Task, Task]:
 
 
 def _spec(model: str, dtype: str, device: str) -> ModelSpec:
+    from lmadapt.models.load import ModelSpec  # transformers, torch: only once a command runs
+
     if not model:
         raise LmadaptError("no model given; pass --model with a hub id, a local path or a pull name")
     return ModelSpec(model=model, dtype=dtype, device=device)

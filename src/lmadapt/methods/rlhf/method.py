@@ -127,12 +127,6 @@ def _write_samples(path: Path, stage: str, samples: list[dict]) -> None:
         handle.writelines(json.dumps({"stage": stage, **s}, ensure_ascii=False) + "\n" for s in samples)
 
 
-def _command_group():
-    from lmadapt.methods.rlhf.cli import rlhf_app
-
-    return rlhf_app
-
-
 class Rlhf:
     name = "rlhf"
     config_class = RlhfMethodConfig
@@ -142,7 +136,6 @@ class Rlhf:
     lr_range = None  # its learning rate is rlhf_lr (search it with search_space)
     merge_note = "its policy is already a PEFT folder (artifact/adapter) or a whole model (artifact/model)"
     demo_note = "needs preference pairs and a reward model (docs/rlhf.md)"
-    command_group = staticmethod(_command_group)  # lmadapt rlhf reward | ppo | dpo
     summary = "PPO with a KL penalty against a reward (task of prompts)"
 
     def fit(self, train: Task, eval_task: Task | None, cfg: RlhfMethodConfig,

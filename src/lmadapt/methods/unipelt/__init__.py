@@ -1,4 +1,6 @@
+from lmadapt.methods import lazy_exports
 from lmadapt.methods.unipelt.config import UnipeltMethodConfig
-from lmadapt.methods.unipelt.method import Unipelt
+
+__getattr__ = lazy_exports(__name__, {"Unipelt": "method"})  # the class imports torch: on first use
 
 __all__ = ["Unipelt", "UnipeltMethodConfig"]

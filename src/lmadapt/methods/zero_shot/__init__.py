@@ -1,4 +1,6 @@
+from lmadapt.methods import lazy_exports
 from lmadapt.methods.zero_shot.config import ZeroShotConfig
-from lmadapt.methods.zero_shot.method import ZeroShot
+
+__getattr__ = lazy_exports(__name__, {"ZeroShot": "method"})  # the class imports torch: on first use
 
 __all__ = ["ZeroShot", "ZeroShotConfig"]
