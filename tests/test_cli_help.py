@@ -48,7 +48,7 @@ def _help(*args: str) -> str:
 
 def test_top_level_help_lists_every_command_loaded_or_not():
     text = _help()
-    for command in ("tune", "compare", "eval", "predict", "generate", "pull", "index", "rlhf", "distill"):
+    for command in ("tune", "compare", "eval", "predict", "push", "generate", "pull", "index", "rlhf", "distill"):
         assert f"│ {command} " in text, command
 
 

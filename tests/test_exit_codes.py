@@ -33,6 +33,7 @@ BAD = {
     "demo": (["--methods", "bogus", "--out", "{tmp}/out"], "unknown method 'bogus'"),
     "generate": (["x", "--prompts", "{tmp}/missing.txt"], "does not exist"),
     "merge": (["{tmp}/no-run", "--out", "{tmp}/out"], "not an lmadapt run folder"),
+    "push": (["{tmp}/no-run", "--repo", "org/name"], "not an lmadapt run folder"),
     "pull model": (["no-such-model"], "no-such-model"),
     "pull data": (["no-such-data"], "no-such-data"),
     "pull list": (["extra"], "unexpected extra argument"),

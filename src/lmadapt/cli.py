@@ -321,6 +321,20 @@ def merge(run_dir: Annotated[Path, typer.Argument(help="a tune output folder of 
     typer.echo(f"merged model written to {merge_run(run_dir, out, overwrite, trust_remote_code)}")
 
 
+@app.command()
+def push(run_dir: Annotated[Path, typer.Argument(help="a tune output folder")],
+         repo: Annotated[str, typer.Option(help="the hub model repo to create or update: ORG/NAME")],
+         private: Annotated[bool, typer.Option("--private", help="create the repo private (an existing repo keeps "
+                                                                 "its visibility)")] = False,
+         token: Annotated[str, typer.Option(help="a hub token with write access (default: HF_TOKEN, or the one "
+                                                 "`hf auth login` stored)")] = "") -> None:
+    """Upload a run's model to the Hugging Face hub: its adapter or weights folder, with the model card."""
+    from lmadapt.push import push_run
+
+    pushed = push_run(run_dir, repo, private, token or None)
+    typer.echo(f"pushed {pushed.folder} to {pushed.url}")
+
+
 class Services:
     """What a method's own command group (`lmadapt distill ...`) may run, handed over as the
     click context object: methods never import lmadapt.run or lmadapt.cli."""
