@@ -121,6 +121,8 @@ class Embedder:
         """Embed `texts` in batches; returns (N, D) float32 (unit rows when `normalize`)."""
         import torch
 
+        from lmadapt.models.embed import pool  # the one pooler (features and icl use it too)
+
         batches = range(0, len(texts), self.batch_size)
         if progress and len(batches) > 1:
             batches = track(batches, description="embedding", transient=True)
@@ -131,11 +133,7 @@ class Embedder:
                                  max_length=self.max_tokens, return_tensors="pt").to(self.device)
             with torch.no_grad():
                 hidden = self.model(**enc).last_hidden_state  # (B, T, D)
-            if self.pooling == "cls":
-                pooled = hidden[:, 0]  # (B, D)
-            else:
-                mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)  # (B, T, 1)
-                pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)  # (B, D)
+            pooled = pool(hidden, enc["attention_mask"], self.pooling)  # (B, D)
             if self.normalize:
                 pooled = torch.nn.functional.normalize(pooled.float(), dim=-1)
             out[start : start + len(batch)] = pooled.float().cpu().numpy()

@@ -88,11 +88,14 @@ def _trim_virtual_logits(module: torch.nn.Module, args: tuple, kwargs: dict, out
 def _prefix_into_cache(module: torch.nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
     """Forward pre-hook (prefix tuning, transformers 5): peft's prefix key/values, passed as
     `past_key_values`, become the start of the step's `cache` when it is still empty; on later
-    steps the cache holds them already and peft's fresh copy is dropped."""
+    steps the cache holds them already and peft's fresh copy is dropped. Without a cache (a
+    training forward) the prefix is passed as the cache, under the name transformers 5 takes."""
     prefix, cache = kwargs.get("past_key_values"), kwargs.get("cache")
-    if prefix is None or cache is None or prefix is cache:
+    if prefix is None or prefix is cache:
         return args, kwargs
-    if not cache.get_seq_length():
+    if cache is None:
+        kwargs["cache"] = prefix
+    elif not cache.get_seq_length():
         for layer_idx, layer in enumerate(prefix.layers):
             cache.update(layer.keys, layer.values, layer_idx)
     return args, {k: v for k, v in kwargs.items() if k != "past_key_values"}
