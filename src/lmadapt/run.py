@@ -53,6 +53,7 @@ from lmadapt.report.card import write_model_card
 from lmadapt.report.record import PeakMemory, RunRecord, RunStore, hardware, versions
 from lmadapt.train.config import TrainConfig
 from lmadapt.train.loop import TrainResult, epoch_scores
+from lmadapt.train.trackers import log_record, tracking
 from lmadapt.utils import atomic_dir, atomic_write_text, dir_bytes, seed_everything
 
 MANIFEST = "lmadapt.json"
@@ -102,7 +103,7 @@ def _manifest(method: str, method_cfg: Any, model: ModelSpec, train_cfg: TrainCo
 
 
 # Train settings that do not shape the weights a checkpoint holds (a resume may change them).
-RESUME_FREE = ("resume", "save_every", "eval_batch_size")
+RESUME_FREE = ("resume", "save_every", "eval_batch_size", "report_to")
 
 
 def run_settings(method: str, method_cfg: Any, model: ModelSpec, train_cfg: TrainConfig, train_task: Task) -> dict:
@@ -255,7 +256,8 @@ def tune(method: str, model: ModelSpec, train_task: Task, eval_task: Task, metho
         return record
     # a nested run (lock=False, inside a compare) is checked by its caller, which passes its inputs
     inputs = input_paths(model.model, method_cfg, train_task, eval_task) if lock else ()
-    with atomic_dir(Path(out), overwrite=overwrite, inputs=inputs, lock=lock, resume=train_cfg.resume) as work:
+    with (atomic_dir(Path(out), overwrite=overwrite, inputs=inputs, lock=lock, resume=train_cfg.resume) as work,
+          tracking(train_cfg.report_to, work, Path(out).name, settings)):  # report_to: closed before the move
         check_resume(work, settings, train_cfg.resume)
         log = prediction_log(work, settings, eval_task, train_cfg.resume)
         seed_everything(train_cfg.seed)
@@ -301,6 +303,7 @@ def tune(method: str, model: ModelSpec, train_task: Task, eval_task: Task, metho
             config={"method": asdict(method_cfg), "train": asdict(train_cfg)}, extra=extra,
             **_selection(val_task, result))
         record.write(work / "record.json")
+        log_record(record)
         write_model_card(record, manifest, work / "artifact")
         RunStore(work / "runs.sqlite").add(record)
     if store is not None:

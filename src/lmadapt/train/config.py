@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from lmadapt.errors import LmadaptError
+from lmadapt.train.trackers import parse_report_to
 
 
 @dataclass
@@ -46,6 +47,10 @@ class TrainConfig:
     loss_chunk: int = field(default=0, metadata={
         "help": "causal LMs: run the LM head and cross-entropy on this many target tokens at a time, "
                 "recomputed in the backward pass (bounds the logits' memory; 0 = all at once)"})
+    report_to: str = field(default="", metadata={
+        "help": "experiment trackers, a comma list of tensorboard | wandb | mlflow | trackio (through "
+                "accelerate; tensorboard writes RUN/trackers/): step loss, lr, tokens/s, per-epoch "
+                "scores, the record (empty = none)"})
 
     def __post_init__(self) -> None:
         checks = [
@@ -68,6 +73,7 @@ class TrainConfig:
         for ok, message in checks:
             if not ok:
                 raise LmadaptError(message)
+        parse_report_to(self.report_to)  # known names only; whether installed is checked when a run starts
 
     def validation_fraction(self, selecting: bool) -> float:
         """The val_split in force: as set, or with -1 (auto) 0.15 when something is selected on
