@@ -92,13 +92,15 @@ def head_reproduces_logits(model: torch.nn.Module, head: torch.nn.Module, input_
     try:
         with eval_mode(model):
             logits = model(input_ids=input_ids, use_cache=False).logits  # (1, T, V)
-    except (TypeError, ValueError, AttributeError):
+        if len(seen) != 1 or seen[0].shape[:2] != input_ids.shape:
+            return False
+        # outside the model's call: a head whose weights exist only inside it (DeepSpeed ZeRO-3
+        # gathers them per call) fails here, and the loss keeps the full-logits path
+        again = logit_transform(model)(head.forward(seen[0]))
+    except (TypeError, ValueError, AttributeError, RuntimeError):
         return False
     finally:
         handle.remove()
-    if len(seen) != 1 or seen[0].shape[:2] != input_ids.shape:
-        return False
-    again = logit_transform(model)(head.forward(seen[0]))
     loose = again.dtype in (torch.float16, torch.bfloat16)
     tol = (1e-2 if loose else 1e-5) * max(1.0, float(logits.abs().max()))
     return again.shape == logits.shape and torch.allclose(again.float(), logits.float(), rtol=0, atol=tol)

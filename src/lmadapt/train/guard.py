@@ -33,8 +33,11 @@ def weight_rms(params: Iterable[torch.Tensor]) -> float:
     tensors = [p.detach() for p in params]
     if not tensors:
         return 0.0
+    count = sum(t.numel() for t in tensors)  # 0 where the weights live elsewhere (DeepSpeed ZeRO-3)
+    if count == 0:
+        return 0.0
     total = float(torch.nn.utils.get_total_norm(tensors, norm_type=2.0))
-    return total / math.sqrt(sum(t.numel() for t in tensors))
+    return total / math.sqrt(count)
 
 
 def fix_hint(lr: float, max_grad_norm: float, lr_key: str = "lr", clip_key: str = "max_grad_norm") -> str:

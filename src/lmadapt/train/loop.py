@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -19,6 +20,7 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator
+from accelerate.utils import DistributedType
 from tqdm.auto import tqdm
 from transformers import get_scheduler
 
@@ -133,7 +135,45 @@ class EarlyStop:
 
 def make_accelerator(cfg: TrainConfig) -> Accelerator:
     use_cpu = not torch.cuda.is_available()
-    return Accelerator(cpu=use_cpu, mixed_precision="bf16" if cfg.precision == "bf16" else "no")
+    accelerator = Accelerator(cpu=use_cpu, mixed_precision="bf16" if cfg.precision == "bf16" else "no")
+    if use_cpu and accelerator.num_processes > 1 and os.environ.get("ACCELERATE_USE_FSDP", "").lower() == "true":
+        _fsdp_on_cpu(accelerator)
+    return accelerator
+
+
+def deepspeed_settings(accelerator: Accelerator, cfg: TrainConfig, per_proc: int) -> None:
+    """Fill a DeepSpeed config's "auto" batch, accumulation and clipping values from the train
+    settings (`examples/deepspeed/`): the loop hands accelerate no dataloader to read them from."""
+    plugin = accelerator.state.deepspeed_plugin
+    values = {"train_micro_batch_size_per_gpu": per_proc, "gradient_accumulation_steps": cfg.grad_accum,
+              "train_batch_size": cfg.batch_size, "gradient_clipping": cfg.max_grad_norm}
+    for key, value in values.items():
+        if plugin.is_auto(key):
+            plugin.deepspeed_config[key] = value
+    if plugin.deepspeed_config["gradient_accumulation_steps"] != cfg.grad_accum:
+        raise LmadaptError(f"the DeepSpeed config's gradient_accumulation_steps "
+                           f"({plugin.deepspeed_config['gradient_accumulation_steps']}) differs from "
+                           f"grad_accum={cfg.grad_accum}; set it to \"auto\"")
+    accelerator.gradient_accumulation_steps = cfg.grad_accum
+
+
+def _fsdp_on_cpu(accelerator: Accelerator) -> None:
+    """Honour an FSDP accelerate config on CPU processes. accelerate (1.x) gives several CPU
+    processes its MULTI_CPU type and enables FSDP only for accelerator devices, so the config
+    would silently run DDP; torch's FSDP itself shards over gloo on CPU, so the state is switched
+    to FSDP with the plugin the config describes (`examples/accelerate/fsdp_cpu.yaml`)."""
+    from accelerate.state import PartialState
+    from accelerate.utils import FullyShardedDataParallelPlugin
+
+    plugin = FullyShardedDataParallelPlugin()  # from the launcher's FSDP_* variables
+    if plugin.fsdp_version != 2:
+        raise LmadaptError("FSDP on CPU processes needs fsdp_version: 2 in the accelerate config (accelerate "
+                           "gives FSDP1 the device cpu:0, which torch's FSDP1 refuses); see "
+                           "examples/accelerate/fsdp_cpu.yaml")
+    state = accelerator.state
+    state.fsdp_plugin = plugin
+    state.distributed_type = DistributedType.FSDP
+    PartialState._shared_state["distributed_type"] = DistributedType.FSDP  # as accelerate does on GPUs
 
 
 def plan_steps(n_examples: int, cfg: TrainConfig, world: int) -> tuple[int, int, int]:
@@ -236,7 +276,10 @@ def enable_checkpointing(model: torch.nn.Module) -> None:
     if not getattr(base, "supports_gradient_checkpointing", False):
         raise LmadaptError(f"gradient_checkpointing=true: {type(base).__name__} does not support it; "
                            "leave it off for this model")
-    base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if hasattr(base, "activation_checkpointing_enable"):  # transformers >= 5.x (the old name warns)
+        base.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
 
 
 def divergence_guard(cfg: TrainConfig, params: list[torch.nn.Parameter]) -> DivergenceGuard:
@@ -278,7 +321,13 @@ def train(tm: TaskModel, examples: list[Example], cfg: TrainConfig, out_dir: Pat
     if isinstance(tm, TaskModel):
         tm.loss_chunk = cfg.loss_chunk
     collate = batch_maker(tm, cfg)
+    deepspeed = accelerator.distributed_type == DistributedType.DEEPSPEED
+    if deepspeed:
+        deepspeed_settings(accelerator, cfg, per_proc)
     model, optimizer = accelerator.prepare(tm.model, optimizer)
+    # The weights in training: FSDP2 replaces them with sharded DTensors (in the optimizer too).
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    every = list(model.parameters())  # clipping sees them all, so FSDP takes its own (sharded) path
     result, start = TrainResult(), 0
     ckpt_root = out_dir / "checkpoints" if out_dir else None
     if cfg.resume and ckpt_root and (ckpt := latest_checkpoint(ckpt_root)) is not None:
@@ -304,12 +353,16 @@ def train(tm: TaskModel, examples: list[Example], cfg: TrainConfig, out_dir: Pat
             sync = contextlib.nullcontext() if i == len(micro) - 1 else accelerator.no_sync(model)
             with sync, accelerator.autocast():
                 loss = tm.loss(model, batch)
-                accelerator.backward(loss / cfg.grad_accum)
+                if deepspeed:  # its engine divides by grad_accum and steps at the last micro-batch
+                    accelerator.sync_gradients = i == len(micro) - 1
+                    accelerator.backward(loss)
+                else:
+                    accelerator.backward(loss / cfg.grad_accum)
             step_loss += loss.detach() / cfg.grad_accum
             result.tokens += tm.count_tokens(batch) * accelerator.num_processes
         mean_loss = accelerator.reduce(step_loss, reduction="mean").item()
         # the pre-clipping norm; an infinite limit measures it without clipping when clipping is off
-        grad_norm = accelerator.clip_grad_norm_(params, cfg.max_grad_norm if cfg.max_grad_norm > 0 else math.inf)
+        grad_norm = accelerator.clip_grad_norm_(every, cfg.max_grad_norm if cfg.max_grad_norm > 0 else math.inf)
         guard.update(step + 1, mean_loss, None if grad_norm is None else float(grad_norm))
         optimizer.step()
         scheduler.step()
