@@ -209,3 +209,21 @@ def test_checkpointed_gradients_equal_plain_ones(tiny_llama, tmp_path, method):
     for name, plain in grads[0].items():
         assert plain.abs().sum() > 0, name
         torch.testing.assert_close(grads[1][name], plain, rtol=1e-5, atol=1e-6, msg=name)
+
+
+def test_loss_chunk_may_change_on_resume_and_packing_may_not(tiny_llama, tmp_path):
+    """loss_chunk computes the same loss in smaller pieces (e.g. to resume after running out of
+    memory): a resume may change it. packing shapes the batches, so it is part of the settings."""
+    from dataclasses import replace
+
+    from lmadapt.methods.full import FullConfig
+    from lmadapt.run import run_settings
+    from lmadapt.train.config import TrainConfig
+
+    task = _task(tmp_path, toy_rows(8, seed=3, kind="generation"))
+    spec, cfg = ModelSpec(model=str(tiny_llama)), TrainConfig()
+
+    def settings(train_cfg):
+        return run_settings("full", FullConfig(), spec, train_cfg, task)
+    assert settings(replace(cfg, loss_chunk=64)) == settings(cfg)
+    assert settings(replace(cfg, packing=True)) != settings(cfg)

@@ -102,8 +102,9 @@ def _manifest(method: str, method_cfg: Any, model: ModelSpec, train_cfg: TrainCo
             "train": asdict(train_cfg), "task": task.meta()}
 
 
-# Train settings that do not shape the weights a checkpoint holds (a resume may change them).
-RESUME_FREE = ("resume", "save_every", "eval_batch_size", "report_to")
+# Train settings that do not shape the weights a checkpoint holds (a resume may change them;
+# loss_chunk: the same loss in smaller pieces, e.g. to resume a run that ran out of memory).
+RESUME_FREE = ("resume", "save_every", "eval_batch_size", "report_to", "loss_chunk")
 
 
 def run_settings(method: str, method_cfg: Any, model: ModelSpec, train_cfg: TrainConfig, train_task: Task) -> dict:
