@@ -36,6 +36,7 @@ from lmadapt.train.checkpoint import (
 )
 from lmadapt.train.config import TrainConfig
 from lmadapt.train.guard import DivergenceGuard, fix_hint
+from lmadapt.train.trackers import log_epoch_eval, log_train_step
 from lmadapt.utils import seed_everything
 
 
@@ -374,11 +375,13 @@ def train(tm: TaskModel, examples: list[Example], cfg: TrainConfig, out_dir: Pat
         bar.set_postfix(loss=f"{mean_loss:.4f}", tok_s=f"{result.tokens / max(elapsed, 1e-9):.0f}")
         bar.update(1)
         done = step + 1
+        log_train_step(done, mean_loss, scheduler.get_last_lr()[0], result.tokens / max(elapsed, 1e-9))
         epoch_end = done % steps_per_epoch == 0 or done == total_steps
         if eval_fn and epoch_end and (selecting or (cfg.eval_each_epoch and done < total_steps)):
             epoch = math.ceil(done / steps_per_epoch)
             model.eval()
             result.epoch_evals.append({"epoch": epoch, **eval_fn(epoch)})
+            log_epoch_eval(done, result.epoch_evals[-1])
             model.train()
             if hook is not None:
                 hook(epoch, result.epoch_evals[-1]["score"])
