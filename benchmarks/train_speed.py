@@ -28,8 +28,10 @@ lmadapt, TRL, ... per cell. Timed: the training loop only, model loading exclude
 loop) and, for TRL, a callback from `on_train_begin` to `on_train_end` (its rows were tokenised in
 `SFTTrainer(...)`, before). Tokens/s for both = the rows' non-pad tokens (prompt + target, as
 lmadapt tokenises them, counted once up front) / the timed seconds; each tool's own count is kept
-in the JSON beside it. `--packing` adds TRL with `packing=True` (best-fit decreasing, padding-free);
-lmadapt has no packing yet, so its packed rows say "not available".
+in the JSON beside it. `--packing` adds both tools packed: TRL with `packing=True` (best-fit
+decreasing, padding-free), lmadapt with `packing=true` (each batch's rows packed into rows of
+`max_length`, positions restarting per example). `--loss-chunk N` gives lmadapt `loss_chunk=N`
+(its LM head and cross-entropy on N target tokens at a time; TRL has no such setting).
 """
 
 from __future__ import annotations
@@ -117,7 +119,8 @@ def child_lmadapt(job: dict) -> dict:
     eval_task = task.with_examples(task.examples[:1], "-eval")
     cfg = TrainConfig(epochs=1, lr=job["lr"], batch_size=job["batch"], max_length=job["max_length"],
                       precision=job["precision"], seed=job["seed"], warmup_ratio=WARMUP,
-                      eval_each_epoch=False, val_split=0, max_new_tokens=1, eval_batch_size=1)
+                      eval_each_epoch=False, val_split=0, max_new_tokens=1, eval_batch_size=1,
+                      packing=job["packing"], loss_chunk=job.get("loss_chunk", 0))
     if job["setup"] == "lora":
         method_cfg = LoraMethodConfig(lora_r=LORA["r"], lora_alpha=LORA["alpha"], lora_dropout=LORA["dropout"],
                                       lora_target_modules=tuple(LORA["targets"]))
@@ -223,7 +226,7 @@ def one_run(args: argparse.Namespace, cell: Cell, tool: str, info: dict, model_p
            "model_path": model_path, "files": info["files"], "template": info["template"],
            "labels": info["labels"], "steps": args.steps, "batch": args.batch, "lr": args.lr or SETUPS[setup],
            "max_length": args.max_length, "precision": args.precision, "seed": args.seed,
-           "threads": args.threads}
+           "threads": args.threads, "loss_chunk": args.loss_chunk}
     row = run_child(job, work)
     if row["status"] == "ok":
         seconds = row["train_seconds"]
@@ -241,9 +244,6 @@ def measure(args: argparse.Namespace, data: dict[str, dict], model_path: str, wo
         for repeat in range(args.repeats):
             for tool in TOOLS:
                 key = {"dataset": dataset, "setup": setup, "packing": packing, "tool": tool, "repeat": repeat}
-                if tool == "lmadapt" and packing:
-                    runs.append({**key, "status": "not available: lmadapt has no packing yet"})
-                    continue
                 name = f"{dataset}-{setup}-{'packed' if packing else 'padded'}-{tool}-{repeat}"
                 row = one_run(args, cell, tool, data[dataset], model_path, work / "runs" / name)
                 runs.append({**key, **row})
@@ -333,8 +333,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--max-length", type=int, default=512, help="longest row in tokens, both tools")
     parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
     parser.add_argument("--packing", action="store_true",
-                        help="also TRL with packing=True (lmadapt: not available)")
+                        help="also both tools packed (TRL packing=True, lmadapt packing=true)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--loss-chunk", type=int, default=0, help="lmadapt's loss_chunk (0 = all target tokens at once)")
     parser.add_argument("--quick", action="store_true", help="2 steps of batch 2, 1 repeat, 1 thread")
     parser.add_argument("--work", default="", help="folder for data, runs and logs (default: a temporary one)")
     parser.add_argument("--out", default="train_speed.json", help="write the results as JSON here")
@@ -373,7 +374,7 @@ def main() -> None:
     runs = measure(args, data, model_path, work)
     device = f"cuda:{torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else f"cpu x{os.cpu_count()}"
     settings = {k: getattr(args, k) for k in ("model", "steps", "batch", "threads", "repeats", "max_length",
-                                              "precision", "seed", "packing")}
+                                              "precision", "seed", "packing", "loss_chunk")}
     settings.update(lr={s: args.lr or SETUPS[s] for s in args.setups}, lora=LORA, warmup_ratio=WARMUP)
     result = {"settings": settings, "device": device, "versions": versions(),
               "timed": "lmadapt: TrainResult.seconds (its loop, tokenising each batch); TRL: on_train_begin to "
