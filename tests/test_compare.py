@@ -421,3 +421,14 @@ def test_per_example_scores_read_texts_with_unicode_line_separators(tmp_path):
             {"text": "d", "target": "y", "prediction": "x", "score": 0.0}]
     (run / "predictions.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
     assert compare_mod._per_example([run], 2).tolist() == [[1.0, 0.0]]
+
+
+def test_missing_tracker_stops_a_compare_before_any_method(tiny_bert, tasks, tmp_path, monkeypatch):
+    """Without the tracker's package the compare stops once, with the one line, before running
+    (not one skipped method per line)."""
+    import lmadapt.train.trackers as trackers
+
+    monkeypatch.setitem(trackers.TRACKERS, "wandb", ("wandb", lambda: False))
+    with pytest.raises(LmadaptError, match=r"^report_to=wandb needs `pip install wandb`"):
+        _compare([("head", None), ("features", None)], tiny_bert, tasks, tmp_path / "c", report_to="wandb")
+    assert not (tmp_path / "c").exists()

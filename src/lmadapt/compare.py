@@ -49,6 +49,7 @@ from lmadapt.search import (
     search,
 )
 from lmadapt.train.config import TrainConfig
+from lmadapt.train.trackers import check_installed, parse_report_to
 from lmadapt.utils import atomic_dir, atomic_write_text
 
 console = Console(stderr=True)
@@ -111,6 +112,7 @@ def compare(methods: list[tuple[str, str | None]], model: ModelSpec, train_task:
     the report's "Skipped" section.
     """
     settings = settings or CompareConfig()
+    check_installed(parse_report_to(train_cfg.report_to))  # once here, not once per method
     entries: list[Entry] = []
     failures: list[str] = []
     skipped: list[str] = []
