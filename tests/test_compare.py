@@ -245,6 +245,8 @@ def test_first_seed_reuses_the_best_trials_fit(tiny_bert, tasks, tmp_path):
     preds = [(tmp_path / d / "runs" / "lora" / "predictions.jsonl").read_text() for d in ("s", "a")]
     assert preds[0] == preds[1] and searched.train_steps == afresh.train_steps > 0
     assert searched.val_score == pytest.approx(afresh.val_score)
+    assert (searched.trainable_params, searched.total_params) == (afresh.trainable_params, afresh.total_params)
+    assert searched.trainable_params > 0
 
 
 def test_two_processes_share_one_study(tiny_bert, toy_data, tmp_path):

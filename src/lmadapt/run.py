@@ -267,7 +267,7 @@ def tune(method: str, model: ModelSpec, train_task: Task, eval_task: Task, metho
         fitted = _fitted(fitted_run, settings, model)
         with PeakMemory() as memory:
             if fitted is not None:
-                adapted, result, fitted_peak = fitted
+                adapted, result, fitted_record = fitted
             else:
                 with watching:
                     adapted, result = impl.fit(train_task, val_task or eval_task, method_cfg, ctx)
@@ -275,7 +275,7 @@ def tune(method: str, model: ModelSpec, train_task: Task, eval_task: Task, metho
             extra = adapted.figures(eval_task)
         extra = {**extra, "train_eval_overlap": overlap_count(train_task, eval_task)}  # eval texts trained on
         if fitted is not None:
-            memory.peak = max(memory.peak, fitted_peak)  # the fit's own peak (it trained elsewhere)
+            memory.peak = max(memory.peak, fitted_record.peak_memory_bytes)  # the fit's own peak (it trained elsewhere)
             extra["fit_from"] = f"{Path(fitted_run).parent.name}/{Path(fitted_run).name}"
         adapted.save(work / "artifact")
         manifest = {**_manifest(method, method_cfg, model, train_cfg, train_task), "settings": settings}
@@ -290,7 +290,9 @@ def tune(method: str, model: ModelSpec, train_task: Task, eval_task: Task, metho
                          + [{"epoch_eval": e} for e in result.epoch_evals])
         record = RunRecord(
             method=method, model=model.model, task=train_task.name, **evaluation.scores,
-            trainable_params=adapted.trainable_params, total_params=adapted.total_params,
+            # a loaded fit is frozen for inference: its trainable count is the one it trained with
+            trainable_params=fitted_record.trainable_params if fitted else adapted.trainable_params,
+            total_params=fitted_record.total_params if fitted else adapted.total_params,
             peak_memory_bytes=memory.peak,
             train_seconds=result.seconds if result is not None else 0.0,
             eval_examples_per_second=evaluation.examples_per_second,
@@ -312,8 +314,8 @@ def tune(method: str, model: ModelSpec, train_task: Task, eval_task: Task, metho
     return record
 
 
-def _fitted(run_dir: Path | None, settings: dict, model: ModelSpec) -> tuple[Adapted, TrainResult, int] | None:
-    """(adapted, training result, peak memory bytes) of the finished run in run_dir when it was
+def _fitted(run_dir: Path | None, settings: dict, model: ModelSpec) -> tuple[Adapted, TrainResult, RunRecord] | None:
+    """(adapted, training result, record) of the finished run in run_dir when it was
     trained under `settings`; None when there is none or its settings differ."""
     if run_dir is None or (record := _finished_under(Path(run_dir), settings)) is None:
         return None
@@ -325,7 +327,7 @@ def _fitted(run_dir: Path | None, settings: dict, model: ModelSpec) -> tuple[Ada
                          tokens=round(record.train_tokens_per_second * seconds),
                          losses=[r["loss"] for r in rows if "loss" in r],
                          epoch_evals=[r["epoch_eval"] for r in rows if "epoch_eval" in r], best_epoch=record.best_epoch)
-    return adapted, result, record.peak_memory_bytes
+    return adapted, result, record
 
 
 def _finished_under(run_dir: Path, settings: dict) -> RunRecord | None:
