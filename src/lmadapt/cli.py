@@ -369,6 +369,9 @@ def main() -> None:
     (e.g. `pull`, `index`, `generate` after printing their own one-line error) instead of
     exiting with it, so the return value is the process's exit status."""
     warnings.showwarning = _show_warning
+    # peft (PeftModel.__init__) reads transformers' deprecated is_gradient_checkpointing on every
+    # adapter wrap: a line per run that the user can do nothing about (the one pytest also names)
+    warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
     try:
         code = app(standalone_mode=False)
     except LmadaptError as err:
