@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from tokenizers import processors
@@ -211,6 +212,22 @@ def test_nested_subsets_and_table(toy_task) -> None:
     table = markdown_table([{**cell, "fraction": 1.0, "variant": "dss", "score": 0.2},
                             {**cell, "fraction": 1.0, "variant": "label-only", "score": 0.15}])
     assert "| 1 | 8 | 0.150 [0.100, 0.300] | 0.200 [0.100, 0.300] | +0.050 |" in table
+    assert table.splitlines()[-1].endswith("| — | — |")  # no per-example scores: no paired test
+
+
+def test_fractions_table_pairs_the_variants() -> None:
+    """The paired columns are the bootstrap of DSS − label-only over the same examples: DSS right
+    on 12 more of 40 problems (and wrong on none the baseline gets) is separated, p < 0.05."""
+    from lmadapt.eval.significance import paired_bootstrap
+
+    base = [1.0] * 8 + [0.0] * 32
+    dss = [1.0] * 20 + [0.0] * 20
+    cell = {"metric": "accuracy", "ci_low": 0.0, "ci_high": 1.0, "train_examples": 8, "fraction": 1.0}
+    table = markdown_table([{**cell, "variant": "dss", "score": 0.5, "per_example": dss},
+                            {**cell, "variant": "label-only", "score": 0.2, "per_example": base}])
+    pair = paired_bootstrap(np.array(dss), np.array(base), seed=0)
+    assert pair.p < 0.05 and pair.diff == pytest.approx(0.3)
+    assert table.splitlines()[-1].endswith(f"| +0.300 | [{pair.ci_low:+.3f}, {pair.ci_high:+.3f}] | {pair.p:.3f} |")
 
 
 def test_score_answers_by_value() -> None:

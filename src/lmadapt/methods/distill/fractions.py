@@ -13,8 +13,11 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from lmadapt.data.task import Task
 from lmadapt.errors import LmadaptError
+from lmadapt.eval.significance import paired_bootstrap
 from lmadapt.methods.base import RunContext
 from lmadapt.methods.distill.config import DistillConfig
 from lmadapt.methods.distill.method import Distill, score_answers
@@ -133,10 +136,12 @@ def write_outputs(rows: list[dict[str, Any]], out: Path, model: ModelSpec, cfg: 
 
 
 def markdown_table(rows: list[dict[str, Any]]) -> str:
-    """One line per fraction: both variants' scores with 95% CIs, and the difference."""
+    """One line per fraction: both variants' scores with 95% CIs, the difference, and a paired
+    bootstrap of it on the same eval examples (95% CI, two-sided p)."""
     metric = rows[0]["metric"] if rows else "score"
-    lines = [f"| fraction | train examples | label-only {metric} | DSS {metric} | DSS − label-only |",
-             "|---:|---:|---:|---:|---:|"]
+    lines = [f"| fraction | train examples | label-only {metric} | DSS {metric} | DSS − label-only "
+             "| paired 95% CI | p |",
+             "|---:|---:|---:|---:|---:|---:|---:|"]
     for fraction in sorted({r["fraction"] for r in rows}):
         cells = {r["variant"]: r for r in rows if r["fraction"] == fraction}
         base, dss = cells.get("label-only"), cells.get("dss")
@@ -144,8 +149,19 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
             return f"{r['score']:.3f} [{r['ci_low']:.3f}, {r['ci_high']:.3f}]" if r else "—"
         diff = f"{dss['score'] - base['score']:+.3f}" if base and dss else "—"
         n = (base or dss)["train_examples"]
-        lines.append(f"| {fraction:g} | {n} | {fmt(base)} | {fmt(dss)} | {diff} |")
+        ci, p = paired_cells(base, dss)
+        lines.append(f"| {fraction:g} | {n} | {fmt(base)} | {fmt(dss)} | {diff} | {ci} | {p} |")
     return "\n".join(lines) + "\n"
+
+
+def paired_cells(base: dict | None, dss: dict | None) -> tuple[str, str]:
+    """DSS − label-only on the same eval examples: the paired bootstrap's 95% CI and p ("—" when
+    either cell lacks per-example scores, e.g. rows written by an older version)."""
+    a, b = ((r or {}).get("per_example") for r in (dss, base))
+    if not a or not b or len(a) != len(b):
+        return "—", "—"
+    pair = paired_bootstrap(np.asarray(a, dtype=float), np.asarray(b, dtype=float), seed=0)
+    return f"[{pair.ci_low:+.3f}, {pair.ci_high:+.3f}]", f"{pair.p:.3f}"
 
 
 def plot(rows: list[dict[str, Any]], path: Path) -> None:
