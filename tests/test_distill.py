@@ -230,6 +230,38 @@ def test_fractions_table_pairs_the_variants() -> None:
     assert table.splitlines()[-1].endswith(f"| +0.300 | [{pair.ci_low:+.3f}, {pair.ci_high:+.3f}] | {pair.p:.3f} |")
 
 
+def test_second_variant_process_may_join_the_folder_mid_cell(toy_task, tmp_path, monkeypatch) -> None:
+    """Each variant may run in its own process on one --out: the label-only process starting while
+    the DSS process is inside its first cell (a cell folder, no rows file yet) is accepted, and a
+    folder of a user's files is still refused."""
+    from lmadapt.methods.distill import fractions as fr
+
+    out = tmp_path / "dss-run"
+    joined = []
+
+    def fake_run_one(subset, eval_task, cfg, model, train_cfg, cell_out):
+        cell_out.mkdir(parents=True)
+        (cell_out / "train_log.jsonl").write_text("")
+        if not joined:  # the other variant's process starts now, on the same folder
+            joined.append(fr.check_out(out, markers=fr.FRACTION_MARKERS))
+        n = len(eval_task.examples)
+        return {"metric": "accuracy", "score": 0.5, "ci_low": 0.0, "ci_high": 1.0, "per_example": [0.5] * n,
+                "train_examples": len(subset.examples)}
+
+    monkeypatch.setattr(fr, "run_one", fake_run_one)
+    spec, train_cfg = ModelSpec(model="unused"), TrainConfig(batch_size=2)
+    rows = fr.run_fractions(toy_task, toy_task, DistillConfig(), spec, train_cfg, [0.5, 1.0], out, variants=["dss"])
+    assert joined == [out.resolve()] and [r["fraction"] for r in rows] == [0.5, 1.0]
+    owned = json.loads((out / ".lmadapt-owned").read_text())
+    assert {"dss-0.5", "label-only-1", "fractions.md", "rows-dss.json"} <= set(owned)
+    user = tmp_path / "mine"
+    user.mkdir()
+    (user / "notes.txt").write_text("mine")
+    with pytest.raises(LmadaptError, match="did not write"):
+        fr.run_fractions(toy_task, toy_task, DistillConfig(), spec, train_cfg, [1.0], user, variants=["dss"])
+    assert sorted(p.name for p in user.iterdir()) == ["notes.txt"]
+
+
 def test_score_answers_by_value() -> None:
     examples = [RationaleExample(text="q", target="( 84 / 2 )", style="equation"),
                 RationaleExample(text="q", target="( 3 + 4 )", style="equation")]

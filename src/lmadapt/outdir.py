@@ -139,6 +139,17 @@ def locked(target: str | Path, timeout: float = 0) -> Iterator[None]:
         lock.release()
 
 
+def claim(folder: Path, names: Iterable[str]) -> None:
+    """Add names to folder's ownership list before they are written, so a folder that several
+    processes fill in place (a fractions run's variants) is lmadapt's from its first moment."""
+    with locked(folder.with_name(f"{folder.name}{OWNED}"), timeout=60):
+        owned = owned_entries(folder, ()) or set()
+        listing = sorted((owned | set(names)) - {OWNED})
+        tmp = folder / f"{OWNED}.{os.getpid()}.tmp"
+        tmp.write_text(json.dumps(listing), encoding="utf-8")
+        os.replace(tmp, folder / OWNED)
+
+
 def replace_folder(work: Path, final: Path, markers: Iterable[str] = MARKERS) -> None:
     """Move the finished folder `work` to `final`; what lmadapt wrote before at `final` goes,
     a user's other files there stay. The old output is removed only after the new one is in."""

@@ -22,7 +22,7 @@ from lmadapt.methods.base import RunContext
 from lmadapt.methods.distill.config import DistillConfig
 from lmadapt.methods.distill.method import Distill, score_answers
 from lmadapt.models.load import ModelSpec
-from lmadapt.outdir import check_out, input_paths
+from lmadapt.outdir import check_out, claim, input_paths
 from lmadapt.train.config import TrainConfig
 from lmadapt.utils import atomic_write_text, seed_everything
 
@@ -104,6 +104,9 @@ def run_fractions(train_task: Task, eval_task: Task, cfg: DistillConfig, model: 
     # a fractions folder is resumable in place: it may be new, empty, or one written here before
     out = check_out(out, inputs=input_paths(model.model, cfg, train_task, eval_task), markers=FRACTION_MARKERS)
     out.mkdir(parents=True, exist_ok=True)
+    # claimed before any cell starts: a second variant's process sees the folder as lmadapt's
+    claim(out, [*FRACTION_MARKERS, "fractions.json", "fractions.png", "rows-dss.json", "rows-label-only.json",
+                *(f"{v}-{f:g}" for v in VARIANTS for f in fractions)])
     configs = {"dss": cfg, "label-only": replace(cfg, distill_alpha=1.0)}
     train_task = train_task.subsample(train_cfg.max_train_examples or None, train_cfg.seed)
     eval_task = eval_task.subsample(train_cfg.max_eval_examples or None, train_cfg.seed)
