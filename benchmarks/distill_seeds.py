@@ -8,6 +8,11 @@ seeds resampled), the per-seed scores, and DSS − label-only as a paired bootst
 examples of the per-example scores averaged over seeds (95% CI, two-sided p, Holm-corrected over
 the fractions). "detectable" is the smallest difference that test would find with 80% power at
 this n and the observed per-example spread: (z_0.975 + z_0.8) · sd / sqrt(n).
+
+Why a cell scores what it does (from each cell's predictions.jsonl, seeds pooled): "parsed" is
+the share of predictions that are arithmetic expressions lmadapt evaluates (`eval.arith`), "right
+when parsed" the accuracy among those, and "x for *" the share that write multiplication as `x`
+(not an operator, so unparsed).
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from statistics import NormalDist
 
 import numpy as np
 
+from lmadapt.eval.arith import equation_match, try_eval
 from lmadapt.eval.significance import holm, paired_bootstrap, seeds_and_examples_ci
 
 SAME = ("model", "train", "eval", "eval_examples", "distill")  # meta that must agree across seeds
@@ -76,6 +82,28 @@ def summarise(metas: list[dict], rows: list[list[dict]]) -> list[dict]:
     return table
 
 
+def diagnose(folders: list[Path], fractions: list[float]) -> list[dict]:
+    """Per fraction and variant, over all seeds' predictions: parsed share, accuracy when parsed,
+    share writing `x` for multiplication."""
+    out = []
+    for fraction in fractions:
+        for variant in ("label-only", "dss"):
+            preds = []
+            for folder in folders:
+                path = folder / f"{variant}-{fraction:g}" / "predictions.jsonl"
+                if path.is_file():
+                    preds += [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+            if not preds:
+                continue
+            parsed = [p for p in preds if try_eval(p["prediction"]) is not None]
+            right = sum(equation_match(p["prediction"], p["target"]) for p in parsed)
+            out.append({"fraction": fraction, "variant": variant, "predictions": len(preds),
+                        "parsed": len(parsed) / len(preds), "right_when_parsed": right / max(1, len(parsed)),
+                        "x_for_times": sum(" x " in f" {p['prediction']} ".replace("(", " ").replace(")", " ")
+                                           for p in preds) / len(preds)})
+    return out
+
+
 def markdown(table: list[dict], metas: list[dict]) -> str:
     seeds = [m["train_config"]["seed"] for m in metas]
     out = [f"{metas[0]['model']}, {metas[0]['eval_examples']} eval examples, seeds {seeds} "
@@ -101,9 +129,14 @@ def main() -> None:
     metas, rows = load(args.folders)
     table = summarise(metas, rows)
     print(markdown(table, metas))
+    causes = diagnose(args.folders, [line["fraction"] for line in table])
+    print("| fraction | variant | parsed | right when parsed | x for * |\n|---:|---|---:|---:|---:|")
+    for c in causes:
+        print(f"| {c['fraction']:g} | {c['variant']} | {c['parsed']:.3f} | {c['right_when_parsed']:.3f} "
+              f"| {c['x_for_times']:.3f} |")
     Path(args.out).write_text(json.dumps({"folders": [str(f) for f in args.folders], "meta": metas[0],
                                           "seeds": [m["train_config"]["seed"] for m in metas],
-                                          "rows": table}, indent=2))
+                                          "rows": table, "predictions": causes}, indent=2))
     print(f"wrote {args.out}")
 
 
