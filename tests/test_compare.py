@@ -434,3 +434,10 @@ def test_missing_tracker_stops_a_compare_before_any_method(tiny_bert, tasks, tmp
     with pytest.raises(LmadaptError, match=r"^report_to=wandb needs `pip install wandb`"):
         _compare([("head", None), ("features", None)], tiny_bert, tasks, tmp_path / "c", report_to="wandb")
     assert not (tmp_path / "c").exists()
+
+
+def test_the_same_method_on_the_same_model_twice_is_refused(tiny_bert, tasks, tmp_path):
+    """`lora` and `lora@<the compare's model>` are one run folder: refused in one line, nothing written."""
+    with pytest.raises(LmadaptError, match=r"^--methods lists head on .* twice; list each method once per model$"):
+        _compare([("head", None), ("features", None), ("head", str(tiny_bert))], tiny_bert, tasks, tmp_path / "c")
+    assert not (tmp_path / "c").exists()

@@ -72,6 +72,12 @@ def parse_method_list(text: str) -> list[tuple[str, str | None]]:
     return out
 
 
+def run_labels(methods: list[tuple[str, str | None]], model_ref: str) -> list[str]:
+    """Each entry's label (and run folder name): the method's name on the compare's own model,
+    `name@model` on another."""
+    return [f"{name}@{Path(ref).name}" if ref and ref != model_ref else name for name, ref in methods]
+
+
 def method_configs(methods: list[tuple[str, str | None]], values: dict[str, Any]) -> dict[str, Any]:
     """Each method's config from the shared settings; a key must belong to some config."""
     classes = [get_method(m).config_class for m, _ in methods]
@@ -112,6 +118,11 @@ def compare(methods: list[tuple[str, str | None]], model: ModelSpec, train_task:
     the report's "Skipped" section.
     """
     settings = settings or CompareConfig()
+    labels = run_labels(methods, model.model)
+    twice = next((label for label in labels if labels.count(label) > 1), None)
+    if twice is not None:  # both would write out/runs/<label>: the second would take the first's place
+        name, _, on = twice.partition("@")
+        raise LmadaptError(f"--methods lists {name} on {on or model.model} twice; list each method once per model")
     check_installed(parse_report_to(train_cfg.report_to))  # once here, not once per method
     entries: list[Entry] = []
     failures: list[str] = []
@@ -131,10 +142,8 @@ def compare(methods: list[tuple[str, str | None]], model: ModelSpec, train_task:
     run_cfg = dataclasses.replace(train_cfg, max_train_examples=0, max_eval_examples=0)
     with atomic_dir(Path(out), overwrite=overwrite, inputs=inputs, resume=train_cfg.resume) as work:
         store = RunStore(work / "runs.sqlite")
-        for i, (name, model_ref) in enumerate(methods, start=1):
+        for i, ((name, model_ref), label) in enumerate(zip(methods, labels, strict=True), start=1):
             spec = dataclasses.replace(model, model=model_ref) if model_ref else model
-            other = model_ref and model_ref != model.model  # a method on the compare's own model keeps its name
-            label = f"{name}@{Path(model_ref).name}" if other else name
             try:
                 gap = capability_gap(get_method(name), train_task, spec)
             except LmadaptError:
