@@ -26,6 +26,7 @@ if [ "${SMOKE:-0}" = 1 ]; then
   BASE=smollm2-135m SMALL=smollm2-135m STUDENT=smollm2-135m
   DSS=(max_train_examples=16 max_eval_examples=6 epochs=1 batch_size=4 eval_batch_size=6)
   FRACTIONS=0.5,1.0 SEEDS="0 1"
+  METHODS="zero-shot,lora,proxy"  # one model plays every role: its lora is both the expert and the direct run
   GSM=(max_train_examples=12 max_eval_examples=4 epochs=1 batch_size=4 eval_batch_size=4 max_new_tokens=8
        max_length=512 search_trials=2)
 else
@@ -37,6 +38,7 @@ else
   BASE=qwen2.5-coder-1.5b SMALL=qwen2.5-coder-0.5b STUDENT=smollm2-135m
   DSS=(epochs=4 batch_size=16 eval_batch_size=200)
   FRACTIONS=0.125,0.25,0.5,1.0 SEEDS="0 1"
+  METHODS="zero-shot,lora@$SMALL,proxy,lora"
   GSM=(max_eval_examples=500 epochs=1 batch_size=16 eval_batch_size=100 max_new_tokens=320 max_length=1024
        search_trials=4)
 fi
@@ -63,7 +65,7 @@ done
 # 2. Proxy-tuning on math: base alone, expert alone, proxy (alpha on validation), direct LoRA
 echo "== Proxy-tuning on gsm-symbolic ($(( $(date +%s) - began )) s)"
 printf 'proxy_alpha: {low: 0.25, high: 2.0}\n' > "$OUT/proxy_space.yaml"
-lmadapt compare --methods "zero-shot,lora@$SMALL,proxy,lora" --model "$BASE" \
+lmadapt compare --methods "$METHODS" --model "$BASE" \
   --train gsm-symbolic --eval gsm-symbolic:test --out "$OUT/proxy-gsm" "${HW[@]}" \
   metric=numeric proxy_small="$SMALL" search_space="$OUT/proxy_space.yaml" resume=true \
   "${GSM[@]}"
