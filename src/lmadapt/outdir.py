@@ -142,7 +142,7 @@ def locked(target: str | Path, timeout: float = 0) -> Iterator[None]:
 def claim(folder: Path, names: Iterable[str]) -> None:
     """Add names to folder's ownership list before they are written, so a folder that several
     processes fill in place (a fractions run's variants) is lmadapt's from its first moment."""
-    with locked(folder.with_name(f"{folder.name}{OWNED}"), timeout=60):
+    with locked(folder, timeout=60):  # held only while the list is rewritten, not while the folder fills
         owned = owned_entries(folder, ()) or set()
         listing = sorted((owned | set(names)) - {OWNED})
         tmp = folder / f"{OWNED}.{os.getpid()}.tmp"

@@ -105,7 +105,7 @@ def run_fractions(train_task: Task, eval_task: Task, cfg: DistillConfig, model: 
     out = check_out(out, inputs=input_paths(model.model, cfg, train_task, eval_task), markers=FRACTION_MARKERS)
     out.mkdir(parents=True, exist_ok=True)
     # claimed before any cell starts: a second variant's process sees the folder as lmadapt's
-    claim(out, [*FRACTION_MARKERS, "fractions.json", "fractions.png", "rows-dss.json", "rows-label-only.json",
+    claim(out, [*FRACTION_MARKERS, "fractions.json", "fractions.png",  # markers: fractions.md, rows-VARIANT.json
                 *(f"{v}-{f:g}" for v in VARIANTS for f in fractions)])
     configs = {"dss": cfg, "label-only": replace(cfg, distill_alpha=1.0)}
     train_task = train_task.subsample(train_cfg.max_train_examples or None, train_cfg.seed)
