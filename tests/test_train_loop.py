@@ -134,3 +134,33 @@ def test_group_by_length_batches_similar_lengths_and_keeps_every_example():
         return sum(max(b) * len(b) - sum(b) for b in (lengths[i:i + 5] for i in range(0, 50, 5)))
     assert padding(grouped) < padding(plain) / 3
     assert not torch.equal(grouped, epoch_order(examples, 1, replace(cfg, group_by_length=True)))
+
+
+def test_adamw_is_fused_on_plain_parameters_and_steps_like_the_per_tensor_loop():
+    """The loop's AdamW takes torch's fused kernel for plain CPU parameters (not under an engine
+    that swaps them, FSDP / DeepSpeed) and moves the weights as the default per-tensor loop does."""
+    from types import SimpleNamespace
+
+    from accelerate.utils import DistributedType
+
+    from lmadapt.train.loop import adamw
+
+    torch.manual_seed(0)
+    weights = [torch.randn(7, 5), torch.randn(5)]
+    grads = [[torch.randn_like(w) for w in weights] for _ in range(4)]
+    runs = {}
+    for name, make in (("fused", lambda ps: adamw([{"params": ps}], 1e-2, 0.1)),
+                       ("loop", lambda ps: torch.optim.AdamW(ps, lr=1e-2, weight_decay=0.1, foreach=False))):
+        params = [torch.nn.Parameter(w.clone()) for w in weights]
+        optimizer = make(params)
+        for step_grads in grads:
+            for p, g in zip(params, step_grads):
+                p.grad = g.clone()
+            optimizer.step()
+        runs[name] = (optimizer, params)
+    assert runs["fused"][0].defaults["fused"] is True
+    for a, b in zip(runs["fused"][1], runs["loop"][1]):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
+    assert not (weights[0] - runs["fused"][1][0]).abs().max() < 1e-3  # the weights did move
+    fsdp = SimpleNamespace(distributed_type=DistributedType.FSDP)
+    assert not adamw([{"params": [torch.nn.Parameter(weights[1].clone())]}], 1e-2, accelerator=fsdp).defaults["fused"]

@@ -270,6 +270,22 @@ def _param_groups(model: torch.nn.Module, lr: float,
     return [{"params": ps, "lr": group_lr} for group_lr, ps in groups.items()]
 
 
+FUSED_DEVICES = ("cpu", "cuda")  # where torch's AdamW has a fused kernel we rely on
+
+
+def adamw(groups: list[dict], lr: float, weight_decay: float = 0.0,
+          accelerator: Accelerator | None = None) -> torch.optim.AdamW:
+    """AdamW with torch's fused kernel (one pass per tensor) where it applies: every parameter a
+    floating-point tensor on CPU or CUDA, and no engine that swaps the parameters afterwards
+    (FSDP's DTensors, DeepSpeed's own optimizer). On CPU the default per-tensor loop took 0.68 s a
+    step for SmolLM2-135M's 135M weights against 0.09 s fused (2 threads; docs/train_speed.md)."""
+    engine = accelerator is not None and accelerator.distributed_type in (DistributedType.FSDP,
+                                                                          DistributedType.DEEPSPEED)
+    fused = not engine and all(p.is_floating_point() and p.device.type in FUSED_DEVICES
+                               for group in groups for p in group["params"])
+    return torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay, fused=fused or None)
+
+
 def enable_checkpointing(model: torch.nn.Module) -> None:
     """Non-reentrant activation checkpointing on a transformers model (peft-wrapped or not, with
     our adapters inside its layers); one line when the architecture has none."""
@@ -313,7 +329,7 @@ def train(tm: TaskModel, examples: list[Example], cfg: TrainConfig, out_dir: Pat
     steps_per_epoch, total_steps, per_proc = plan_steps(len(examples), cfg, accelerator.num_processes)
     groups = _param_groups(tm.model, cfg.lr, lr_overrides)
     params = [p for group in groups for p in group["params"]]
-    optimizer = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    optimizer = adamw(groups, cfg.lr, cfg.weight_decay, accelerator)
     scheduler = get_scheduler("constant_with_warmup" if cfg.schedule == "constant" else cfg.schedule,
                               optimizer, num_warmup_steps=int(cfg.warmup_ratio * total_steps),
                               num_training_steps=total_steps)

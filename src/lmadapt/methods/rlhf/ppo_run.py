@@ -33,6 +33,7 @@ from lmadapt.methods.rlhf.ppo import (
     token_logps,
 )
 from lmadapt.models.load import ModelSpec, load_causal_lm
+from lmadapt.train.loop import adamw
 from lmadapt.utils import seed_everything
 
 RewardFn = Callable[[list[str], list[str]], "torch.Tensor | list[float]"]
@@ -123,7 +124,7 @@ def run_ppo_loop(policy: PolicyWithValue, tokenizer, prompts: list[str], reward_
     names the PPO step and the settings `lr_key` (and `clip_key`) to change. The bar also honours
     tqdm's TQDM_DISABLE environment variable when show_progress is true."""
     params = [p for p in policy.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=cfg.lr)
+    optimizer = adamw([{"params": params}], cfg.lr, weight_decay=0.01)  # torch AdamW's default
     guard = ppo_guard(cfg, params, lr_key, clip_key)
     kl = KLController(cfg.kl_coef, cfg.kl_target, cfg.kl_horizon)
     generator = torch.Generator().manual_seed(cfg.seed)
