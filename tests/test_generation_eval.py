@@ -221,3 +221,37 @@ def test_a_run_without_resume_starts_its_eval_over(run_cli, monkeypatch, tiny_ll
     code, err = run_cli(_zero_shot(tiny_llama, train, eval_, out))
     assert code == 0 and "starting over" in err
     assert sum(generated) == 8
+
+
+def test_an_interrupted_proxy_eval_resumes_its_parts_too(run_cli, monkeypatch, tiny_llama, tmp_path):
+    """Proxy-tuning generates three times in its eval (the proxy, then the base and the expert
+    alone for its figures); all three go through the prediction log, so a run stopped inside the
+    base's pass generates only what is missing and ends as a fresh run does."""
+    from test_proxy_method import make_small_llama
+
+    small = make_small_llama(tmp_path / "small", tiny_llama)
+    train = write_jsonl(tmp_path / "train.jsonl", toy_rows(8, seed=1, kind="generation"))
+    eval_ = write_jsonl(tmp_path / "eval.jsonl", toy_rows(12, seed=2, kind="generation"))
+
+    def proxy(out: Path, *extra: str) -> list:
+        return ["tune", "--method", "proxy", "--model", tiny_llama, "--train", train, "--eval", eval_,
+                "--out", out, f"proxy_small={small}", "eval_batch_size=4", "max_new_tokens=6", "epochs=1", "batch_size=4",
+                "val_split=0", *extra]
+
+    fresh = tmp_path / "fresh"
+    generated = _generated_rows(monkeypatch)
+    code, err = run_cli(proxy(fresh))
+    assert code == 0, err
+    assert sum(generated) == 3 * 12  # proxy, base, expert
+    out = tmp_path / "run"
+    with monkeypatch.context() as patch:
+        _interrupt_after_batches(patch, 4)  # the proxy's 3 batches of 4, then the base's first
+        assert run_cli(proxy(out))[0] == 130
+    generated.clear()
+    code, err = run_cli(proxy(out, "resume=true"))
+    assert code == 0, err
+    assert sum(generated) == 12  # the expert's pass alone
+    assert (out / "predictions.jsonl").read_text() == (fresh / "predictions.jsonl").read_text()
+    records = [json.loads((folder / "record.json").read_text()) for folder in (fresh, out)]
+    for key in ("score", "base_score", "expert_score"):
+        assert records[0]["extra"].get(key, records[0].get(key)) == records[1]["extra"].get(key, records[1].get(key))

@@ -272,7 +272,8 @@ def tune(method: str, model: ModelSpec, train_task: Task, eval_task: Task, metho
                 with watching:
                     adapted, result = impl.fit(train_task, val_task or eval_task, method_cfg, ctx)
             evaluation = evaluate(adapted, eval_task, train_cfg.eval_batch_size, train_cfg.seed, log)
-            extra = adapted.figures(eval_task)
+            with recording(log):  # a method's own generations for its figures resume too (proxy: its parts)
+                extra = adapted.figures(eval_task)
         extra = {**extra, "train_eval_overlap": overlap_count(train_task, eval_task)}  # eval texts trained on
         if fitted is not None:
             memory.peak = max(memory.peak, fitted_record.peak_memory_bytes)  # the fit's own peak (it trained elsewhere)

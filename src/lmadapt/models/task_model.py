@@ -34,7 +34,7 @@ from lmadapt.decoding.engine import (
     stop_watch_for,
 )
 from lmadapt.decoding.scoring import token_logprobs
-from lmadapt.decoding.sources import ModelSource, unwrap
+from lmadapt.decoding.sources import LogitSource, ModelSource, unwrap
 from lmadapt.decoding.vocab import output_width
 from lmadapt.errors import LmadaptError
 from lmadapt.eval.prediction_log import active_log
@@ -295,9 +295,11 @@ class TaskModel:
             rows.append(total.cpu())
         return torch.stack(rows)
 
-    def generate(self, prompts: list[str], batch_size: int = 8) -> list[str]:
+    def generate(self, prompts: list[str], batch_size: int = 8, source: LogitSource | None = None) -> list[str]:
         """Greedy continuation of each prompt, stripped. It ends at EOS, at the chat template's end
         of turn, before the first stop string (`task.stop`) or after `max_new_tokens`.
+        `source`: the next-token logits to decode from in place of this model's own (a proxy-tuned
+        `ProxySource` reading this model's prompts), through the engine.
 
         Causal LMs run through the decoding engine (KV cache, left padding, longest prompts first;
         a prompt over `max_length` tokens keeps its end); seq2seq models and peft prompt-learning
@@ -310,6 +312,9 @@ class TaskModel:
         outputs: dict[int, str] = log.done(call, prompts) if log is not None else {}
         todo = [i for i in range(len(prompts)) if i not in outputs]
         engine = self._uses_engine()
+        if source is not None and not engine:
+            raise LmadaptError("a logit source decodes through lmadapt's engine, which this model does not use "
+                               "(seq2seq or prompt learning)")
         eot = end_of_turn_id(self.tokenizer, self.chat_template) if self.chat_template is not None else None
         ids: list[list[int]] = []
         if engine and todo:
@@ -321,7 +326,7 @@ class TaskModel:
             todo, ids = [todo[k] for k in by_length], [ids[k] for k in by_length]
         with tqdm(total=len(prompts), initial=len(outputs), desc="generate", unit="ex", disable=None,
                   leave=False, dynamic_ncols=True) as bar:
-            run = self._engine_batches(ids, batch_size, eot) if engine else None
+            run = self._engine_batches(ids, batch_size, eot, source) if engine else None
             for start in range(0, len(todo), batch_size):
                 chunk = todo[start:start + batch_size]
                 texts = next(run) if run is not None else self._hf_generate([prompts[i] for i in chunk], eot)
@@ -337,11 +342,12 @@ class TaskModel:
         peft_config = getattr(self.model, "active_peft_config", None)
         return self.kind == "causal" and not getattr(peft_config, "is_prompt_learning", False)
 
-    def _engine_batches(self, ids: list[list[int]], batch_size: int, eot: int | None):
+    def _engine_batches(self, ids: list[list[int]], batch_size: int, eot: int | None,
+                        source: LogitSource | None = None):
         """Generated texts, one list per batch of `ids` (token-id prompts); `eot`: the chat
-        template's end-of-turn token, a stop like EOS."""
+        template's end-of-turn token, a stop like EOS; `source`: logits other than the model's."""
         tokenizer = self.tokenizer
-        source = ModelSource(self.model, vocab_size=min(len(tokenizer), output_width(self.model)))
+        source = source or ModelSource(self.model, vocab_size=min(len(tokenizer), output_width(self.model)))
         eos = eos_ids_for(source, tokenizer, [eot] if eot is not None else [])
         cfg = GenerationConfig(max_new_tokens=self.max_new_tokens, stop=list(self.task.stop))
         stop_watch, pad = stop_watch_for(tokenizer, cfg.stop), pad_id_of(tokenizer)

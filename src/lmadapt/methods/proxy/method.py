@@ -27,12 +27,10 @@ from peft import PeftModel
 
 from lmadapt.data.task import Task
 from lmadapt.decoding import (
-    GenerationConfig,
     LogitSource,
     ProxySource,
     SharedLoraProxySource,
     check_tokenizers_match,
-    generate,
     sequence_logprobs,
 )
 from lmadapt.decoding.engine import left_pad, pad_id_of, position_ids_for
@@ -164,9 +162,9 @@ class ProxyAdapted(Adapted):
         if self.base.task.kind == "classification":
             best = self.scores(texts, batch_size).argmax(dim=1)
             return [self.base.task.labels[i] for i in best.tolist()]
-        cfg = GenerationConfig(max_new_tokens=self.base.max_new_tokens)
-        return [t.strip() for t in generate(self.source, self.base.tokenizer,
-                                            engine_prompts(self.base, texts), cfg, batch_size)]
+        # the base's own generation path with the proxy's logits: end of turn, stop strings,
+        # longest prompts first, the progress bar and the eval's prediction log (resume)
+        return self.base.generate([self.base.prompt(t) for t in texts], batch_size, source=self.source)
 
     def figures(self, task: Task) -> dict:
         """The parts alone on the eval set: base (alpha = 0) and expert, with 95% CIs."""
