@@ -154,12 +154,12 @@ def test_adamw_is_fused_on_plain_parameters_and_steps_like_the_per_tensor_loop()
         params = [torch.nn.Parameter(w.clone()) for w in weights]
         optimizer = make(params)
         for step_grads in grads:
-            for p, g in zip(params, step_grads):
+            for p, g in zip(params, step_grads, strict=True):
                 p.grad = g.clone()
             optimizer.step()
         runs[name] = (optimizer, params)
     assert runs["fused"][0].defaults["fused"] is True
-    for a, b in zip(runs["fused"][1], runs["loop"][1]):
+    for a, b in zip(runs["fused"][1], runs["loop"][1], strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
     assert not (weights[0] - runs["fused"][1][0]).abs().max() < 1e-3  # the weights did move
     fsdp = SimpleNamespace(distributed_type=DistributedType.FSDP)
