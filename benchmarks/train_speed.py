@@ -30,7 +30,8 @@ loop) and, for TRL, a callback from `on_train_begin` to `on_train_end` (its rows
 lmadapt tokenises them, counted once up front) / the timed seconds; each tool's own count is kept
 in the JSON beside it. `--packing` adds both tools packed: TRL with `packing=True` (best-fit
 decreasing, padding-free), lmadapt with `packing=true` (each batch's rows packed into rows of
-`max_length`, positions restarting per example). `--loss-chunk N` gives lmadapt `loss_chunk=N`
+`max_length`, positions restarting per example); `--packed-tools lmadapt` runs only lmadapt packed
+(TRL's packed runs are slow on CPU) and the table adds lmadapt packed / TRL unpacked. `--loss-chunk N` gives lmadapt `loss_chunk=N`
 (its LM head and cross-entropy on N target tokens at a time; TRL has no such setting).
 """
 
