@@ -225,8 +225,8 @@ def test_a_run_without_resume_starts_its_eval_over(run_cli, monkeypatch, tiny_ll
 
 def test_an_interrupted_proxy_eval_resumes_its_parts_too(run_cli, monkeypatch, tiny_llama, tmp_path):
     """Proxy-tuning generates three times in its eval (the proxy, then the base and the expert
-    alone for its figures); all three go through the prediction log, so a run stopped inside the
-    base's pass generates only what is missing and ends as a fresh run does."""
+    alone for its figures, at the eval's batch size); all three go through the prediction log, so a
+    run stopped inside the base's pass generates only what is missing and ends as a fresh run does."""
     from test_proxy_method import make_small_llama
 
     small = make_small_llama(tmp_path / "small", tiny_llama)
@@ -242,7 +242,7 @@ def test_an_interrupted_proxy_eval_resumes_its_parts_too(run_cli, monkeypatch, t
     generated = _generated_rows(monkeypatch)
     code, err = run_cli(proxy(fresh))
     assert code == 0, err
-    assert sum(generated) == 3 * 12  # proxy, base, expert
+    assert generated == [4] * 9  # proxy, base, expert: 12 each, all at the eval's batch size
     out = tmp_path / "run"
     with monkeypatch.context() as patch:
         _interrupt_after_batches(patch, 4)  # the proxy's 3 batches of 4, then the base's first
@@ -250,7 +250,7 @@ def test_an_interrupted_proxy_eval_resumes_its_parts_too(run_cli, monkeypatch, t
     generated.clear()
     code, err = run_cli(proxy(out, "resume=true"))
     assert code == 0, err
-    assert sum(generated) == 12  # the expert's pass alone
+    assert generated == [4] * 5  # the base's last 8, then the expert's 12
     assert (out / "predictions.jsonl").read_text() == (fresh / "predictions.jsonl").read_text()
     records = [json.loads((folder / "record.json").read_text()) for folder in (fresh, out)]
     for key in ("score", "base_score", "expert_score"):

@@ -139,6 +139,7 @@ class ProxyAdapted(Adapted):
         self.total_params = count_params(base.model)[1] + sum(count_params(m)[1] for m in small_models)
         self._source: LogitSource | None = None
         self._parts: tuple[list[str], dict[str, torch.Tensor]] | None = None  # last scores() call
+        self._batch_size = 16  # the last predict()'s: the parts alone run at the eval's batch size
 
     @property
     def source(self) -> LogitSource:
@@ -159,6 +160,7 @@ class ProxyAdapted(Adapted):
         return parts["proxy"]
 
     def predict(self, texts: list[str], batch_size: int = 16) -> list[str]:
+        self._batch_size = batch_size
         if self.base.task.kind == "classification":
             best = self.scores(texts, batch_size).argmax(dim=1)
             return [self.base.task.labels[i] for i in best.tolist()]
@@ -176,7 +178,7 @@ class ProxyAdapted(Adapted):
             if name in cached:  # from the proxy's own forward passes
                 predictions = [task.labels[i] for i in cached[name].argmax(dim=1).tolist()]
             else:
-                predictions = part.predict(task.texts())
+                predictions = part.predict(task.texts(), self._batch_size)
             scored = score_predictions(predictions, task.targets(), task.kind, metric=task.metric)
             out.update({f"{name}_score": scored["score"], f"{name}_ci_low": scored["ci_low"],
                         f"{name}_ci_high": scored["ci_high"]})
