@@ -95,6 +95,10 @@ def test_tune_then_load_gives_equal_scores(expert_method, tiny_llama, small_llam
     record = tune("proxy", spec, train_task, eval_task, cfg, TRAIN, tmp_path / "run")
     assert record.trainable_params > 0 and record.train_steps == 4
     assert {"base_score", "expert_score", "expert_ci_low", "proxy_alpha"} <= set(record.extra)
+    for part in ("base", "expert"):  # per example, in eval order, averaging to the part's score
+        values = record.extra[f"{part}_per_example"]
+        assert len(values) == record.eval_examples == 8
+        assert sum(values) / len(values) == pytest.approx(record.extra[f"{part}_score"])
     assert (tmp_path / "run" / "artifact" / "proxy.json").exists()
     loaded, _, _ = load_run(tmp_path / "run")
     same_data = train_task.subsample(TRAIN.max_train_examples, TRAIN.seed)  # what tune trained on

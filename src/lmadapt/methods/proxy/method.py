@@ -169,7 +169,8 @@ class ProxyAdapted(Adapted):
         return self.base.generate([self.base.prompt(t) for t in texts], batch_size, source=self.source)
 
     def figures(self, task: Task) -> dict:
-        """The parts alone on the eval set: base (alpha = 0) and expert, with 95% CIs."""
+        """The parts alone on the eval set: base (alpha = 0) and expert, with 95% CIs and their
+        per-example scores (in eval order, as predictions.jsonl: a paired test against the proxy)."""
         out: dict = {"proxy_alpha": self.cfg.proxy_alpha}
         if not self.cfg.proxy_report_parts:
             return out
@@ -181,7 +182,8 @@ class ProxyAdapted(Adapted):
                 predictions = part.predict(task.texts(), self._batch_size)
             scored = score_predictions(predictions, task.targets(), task.kind, metric=task.metric)
             out.update({f"{name}_score": scored["score"], f"{name}_ci_low": scored["ci_low"],
-                        f"{name}_ci_high": scored["ci_high"]})
+                        f"{name}_ci_high": scored["ci_high"],
+                        f"{name}_per_example": scored["per_example"]})  # for paired tests against the proxy
         alpha_run = self.cfg.proxy_alpha
         if {"proxy", "base", "expert"} <= set(cached) and alpha_run != 0:  # free: same passes
             sweep = {}
