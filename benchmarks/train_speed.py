@@ -53,6 +53,17 @@ MEMORY_TARGET = 0.6  # issue 15: lmadapt peak memory <= 0.6x TRL's on the long-t
 LONG_TARGETS = "gsm-symbolic"
 WARMUP = 0.06  # lmadapt's default warmup_ratio, given to TRL as warmup steps
 DATASETS = ("rotten-tomatoes", "gsm-symbolic")
+SYNTHETIC = "synthetic"  # rows of a chosen length, no pull needed (the GPU script's data)
+RANDOM_MODELS = {  # `--model random:NAME`: a randomly initialised Llama with `--tokenizer`'s vocabulary
+    "llama-1.1b": {"hidden_size": 2048, "intermediate_size": 5632, "num_hidden_layers": 22,
+                   "num_attention_heads": 32, "num_key_value_heads": 4},
+    "llama-tiny": {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
+                   "num_attention_heads": 4, "num_key_value_heads": 2},
+}
+WORDS = ("the", "model", "data", "time", "value", "number", "result", "first", "second", "large", "small",
+         "train", "test", "answer", "question", "people", "water", "city", "house", "money", "work", "day",
+         "year", "school", "book", "story", "world", "market", "price", "total", "each", "more", "less",
+         "half", "three", "four", "five", "seven", "ten", "hundred", "apple", "orange", "river", "garden")
 SETUPS = {"lora": 1e-3, "full": 5e-5}  # setup -> default lr (lmadapt's lora / full defaults)
 LORA = {"r": 16, "alpha": 32, "dropout": 0.0, "targets": ["q_proj", "v_proj"]}
 SIZES = {"full": {"steps": 20, "batch": 8, "repeats": 3, "threads": 0},
@@ -61,7 +72,8 @@ TOOLS = ("lmadapt", "trl")
 
 
 # ---- data: the same rows for both tools, counted once -------------------------------------------
-def prepare_data(dataset: str, n_rows: int, seed: int, model_ref: str, max_length: int, work: Path) -> dict:
+def prepare_data(dataset: str, n_rows: int, seed: int, model_ref: str, max_length: int, work: Path,
+                 synthetic_tokens: int = 1024) -> dict:
     """A seeded subset of `n_rows` rows written twice — as the user's file for `lmadapt tune` and as
     TRL prompt/completion rows — with its non-pad token count as lmadapt tokenises it."""
     from lmadapt.assets import pull_data
@@ -72,7 +84,13 @@ def prepare_data(dataset: str, n_rows: int, seed: int, model_ref: str, max_lengt
     from lmadapt.models.task_model import TaskModel
 
     template = TEMPLATE if dataset == "rotten-tomatoes" else ""
-    full = load_task(pull_data(dataset), DataSpec(template=template), name=dataset)
+    if dataset == SYNTHETIC:
+        source = work / "data" / "synthetic.source.jsonl"
+        source.parent.mkdir(parents=True, exist_ok=True)
+        source.write_text("".join(json.dumps(r) + "\n" for r in synthetic_rows(n_rows, synthetic_tokens, seed)))
+    else:
+        source = pull_data(dataset)
+    full = load_task(source, DataSpec(template=template), name=dataset)
     if len(full.examples) < n_rows:
         raise SystemExit(f"{dataset} has {len(full.examples)} rows; steps x batch = {n_rows}")
     task = full.subsample(n_rows, seed)
@@ -103,6 +121,41 @@ def prepare_data(dataset: str, n_rows: int, seed: int, model_ref: str, max_lengt
             "tokens": sum(min(n, max_length) for n in lengths), "target_tokens": sum(targets),
             "mean_tokens": round(statistics.mean(lengths), 1), "max_tokens": max(lengths),
             "truncated_rows": sum(n > max_length for n in lengths)}
+
+
+def synthetic_rows(n_rows: int, tokens: int, seed: int) -> list[dict]:
+    """Chat rows of about `tokens` tokens each (about one per word), half question, half answer,
+    of seeded common words: the GPU measurement's B x T rows, with no data set to pull."""
+    import random
+
+    rng = random.Random(seed)
+    half = max(1, (tokens - 32) // 2)  # leave room for the chat template's markers
+
+    def words() -> str:
+        return " ".join(rng.choice(WORDS) for _ in range(half))
+
+    return [{"messages": [{"role": "user", "content": words()}, {"role": "assistant", "content": words()}]}
+            for _ in range(n_rows)]
+
+
+def random_model(name: str, tokenizer_ref: str, seed: int, folder: Path) -> Path:
+    """A randomly initialised Llama of RANDOM_MODELS[name] with the tokenizer's vocabulary, saved
+    with that tokenizer in `folder` (both tools load it from there)."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    from lmadapt.assets import MODELS, pull_model
+
+    if name not in RANDOM_MODELS:
+        raise SystemExit(f"unknown random model {name!r}; use random:{' or random:'.join(RANDOM_MODELS)}")
+    tokenizer = AutoTokenizer.from_pretrained(str(pull_model(tokenizer_ref)) if tokenizer_ref in MODELS else tokenizer_ref)
+    config = LlamaConfig(vocab_size=len(tokenizer), max_position_embeddings=4096, tie_word_embeddings=False,
+                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                         pad_token_id=tokenizer.pad_token_id, **RANDOM_MODELS[name])
+    torch.manual_seed(seed)
+    LlamaForCausalLM(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
 
 
 # ---- the two children: one training run each, in its own process ------------------------------
@@ -223,7 +276,8 @@ def cells(datasets: list[str], setups: list[str], packing: bool) -> list[Cell]:
 def one_run(args: argparse.Namespace, cell: Cell, tool: str, info: dict, model_path: str, work: Path) -> dict:
     """One tool's training run on one cell, with tokens/s from the rows' shared token count."""
     dataset, setup, packing = cell
-    job = {"tool": tool, "dataset": dataset, "setup": setup, "packing": packing, "model": args.model,
+    model = model_path if args.model.startswith("random:") else args.model
+    job = {"tool": tool, "dataset": dataset, "setup": setup, "packing": packing, "model": model,
            "model_path": model_path, "files": info["files"], "template": info["template"],
            "labels": info["labels"], "steps": args.steps, "batch": args.batch, "lr": args.lr or SETUPS[setup],
            "max_length": args.max_length, "precision": args.precision, "seed": args.seed,
@@ -345,9 +399,13 @@ def versions() -> dict[str, str]:
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="smollm2-135m", help="pull name, hub id or path")
+    parser.add_argument("--model", default="smollm2-135m", help="pull name, hub id, path, or random:" +
+                        " | random:".join(RANDOM_MODELS) + " (a random Llama with --tokenizer's vocabulary)")
+    parser.add_argument("--tokenizer", default="smollm2-135m", help="with --model random:NAME: its tokenizer")
     parser.add_argument("--datasets", default=",".join(DATASETS),
-                        help="comma-separated, of " + ", ".join(DATASETS))
+                        help="comma-separated, of " + ", ".join((*DATASETS, SYNTHETIC)))
+    parser.add_argument("--synthetic-tokens", type=int, default=1024,
+                        help="with the synthetic data set: tokens per row, about (half prompt, half answer)")
     parser.add_argument("--setups", default=",".join(SETUPS), help="comma-separated, of " + ", ".join(SETUPS))
     parser.add_argument("--steps", type=int, help="optimizer steps (rows = steps x batch, one epoch; default 20)")
     parser.add_argument("--batch", type=int, help="batch size (default 8)")
@@ -373,7 +431,7 @@ def parse_args() -> argparse.Namespace:
     args.threads = args.threads or os.cpu_count() or 1
     args.datasets, args.setups = args.datasets.split(","), args.setups.split(",")
     args.packed_tools = args.packed_tools.split(",")
-    for name, known in (("datasets", DATASETS), ("setups", SETUPS), ("packed_tools", TOOLS)):
+    for name, known in (("datasets", (*DATASETS, SYNTHETIC)), ("setups", SETUPS), ("packed_tools", TOOLS)):
         if unknown := [v for v in getattr(args, name) if v not in known]:
             parser.error(f"unknown {name}: {', '.join(unknown)}; use {', '.join(known)}")
     return args
@@ -389,10 +447,13 @@ def main() -> None:
     from lmadapt.assets import MODELS, pull_model
     from lmadapt.models.load import resolve_model_ref
 
-    model_path = str(pull_model(args.model)) if args.model in MODELS else resolve_model_ref(args.model)
     work = Path(args.work or tempfile.mkdtemp(prefix="train-speed-"))
-    data = {d: prepare_data(d, args.steps * args.batch, args.seed, model_path, args.max_length, work)
-            for d in args.datasets}
+    if args.model.startswith("random:"):
+        model_path = str(random_model(args.model.split(":", 1)[1], args.tokenizer, args.seed, work / "random-model"))
+    else:
+        model_path = str(pull_model(args.model)) if args.model in MODELS else resolve_model_ref(args.model)
+    data = {d: prepare_data(d, args.steps * args.batch, args.seed, model_path, args.max_length, work,
+                            args.synthetic_tokens) for d in args.datasets}
     for path in Path(model_path).rglob("*"):  # every run finds the model in the OS file cache
         if path.is_file():
             path.read_bytes()
@@ -400,7 +461,8 @@ def main() -> None:
           file=sys.stderr)
     runs = measure(args, data, model_path, work)
     device = f"cuda:{torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else f"cpu x{os.cpu_count()}"
-    settings = {k: getattr(args, k) for k in ("model", "steps", "batch", "threads", "repeats", "max_length",
+    settings = {k: getattr(args, k) for k in ("model", "tokenizer", "synthetic_tokens", "steps", "batch", "threads",
+                                              "repeats", "max_length",
                                               "precision", "seed", "packing", "packed_tools", "loss_chunk")}
     settings.update(lr={s: args.lr or SETUPS[s] for s in args.setups}, lora=LORA, warmup_ratio=WARMUP)
     result = {"settings": settings, "device": device, "versions": versions(),
