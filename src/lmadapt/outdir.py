@@ -105,7 +105,7 @@ def check_out(out: str | Path, *, overwrite: bool = False, inputs: Iterable[str 
 def lock_path(target: str | Path) -> Path:
     """The lock file of a target folder: in the cache root (`$LMADAPT_HOME/locks`), keyed by the
     target's resolved path, so a lock leaves nothing beside the user's folders."""
-    from lmadapt.assets.pull import lmadapt_home
+    from lmadapt.assets.cache import lmadapt_home
 
     key = hashlib.sha256(str(_resolve(target)).encode()).hexdigest()[:32]
     return lmadapt_home() / "locks" / f"{key}.lock"

@@ -86,7 +86,7 @@ def hub_model_id(ref: str) -> str | None:
     """The hub id of a run's model reference, or None: a pull name's hub repo, a hub id as given,
     a pulled folder's hub repo, a local folder whose config.json `_name_or_path` is `org/name`.
     Never a local path."""
-    from lmadapt.assets.pull import model_dir
+    from lmadapt.assets.cache import model_dir
     from lmadapt.assets.registry import MODELS
 
     if ref in MODELS:
