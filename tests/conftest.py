@@ -71,3 +71,24 @@ def tiny_chat_llama(tmp_path_factory) -> Path:
     from tiny import make_chat_llama
 
     return make_chat_llama(tmp_path_factory.mktemp("chat_llama"))
+
+
+# ---- vector-index embedders (test_index.py, test_index_safety.py) ----------------------------------
+@pytest.fixture(scope="module")
+def models(tmp_path_factory) -> dict[str, Path]:
+    """Tiny random BERT embedders (tests/index_tiny.py): a, b (same dim, other weights), small (other dim)."""
+    from index_tiny import make_tiny_bert
+
+    root = tmp_path_factory.mktemp("models")
+    return {
+        "a": make_tiny_bert(root / "a", seed=0),
+        "b": make_tiny_bert(root / "b", seed=1),  # same dim, other weights
+        "small": make_tiny_bert(root / "small", hidden=16, seed=2),  # other dim
+    }
+
+
+@pytest.fixture(scope="module")
+def embedder(models):
+    from lmadapt.index import Embedder
+
+    return Embedder(str(models["a"]), batch_size=16)

@@ -1,17 +1,18 @@
 """Vector index: exact search, dedup on add, crash safety, embedder checks, bad input, CLI.
 
-Embedders are tiny random BERTs built from a config with a word-level vocab (no hub access).
+Embedders are tiny random BERTs built from a config with a word-level vocab (no hub access;
+tests/index_tiny.py). Index hygiene and locks: test_index_safety.py.
 """
 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from index_tiny import listing, make_pdf, one_line, sentences, write_docs
 from lmadapt.errors import LmadaptError
 from lmadapt.index import (
     Chunk,
@@ -26,86 +27,6 @@ from lmadapt.index import vector_index as vector_index_module
 from lmadapt.index.backends import build_index
 from lmadapt.index.cli import index_app
 from lmadapt.index.documents import Document, chunk_document
-
-WORDS = (
-    "the a of and to in is it that was for on are with as his they be at one have this from or "
-    "had by word but what some we can out other were all there when up use your how said an each "
-    "she which do their time if will way about many then them write would like so these her long "
-    "make thing see him two has look more day could go come did number sound no most people my"
-).split()
-
-
-def make_tiny_bert(folder: Path, hidden: int = 32, seed: int = 0) -> Path:
-    """Save a random 2-layer BERT + word-level tokenizer in `folder`; returns the folder."""
-    import torch
-    from transformers import BertConfig, BertModel, BertTokenizerFast
-
-    folder.mkdir(parents=True)
-    vocab = folder / "vocab.txt"
-    vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]) + "\n")
-    tokenizer = BertTokenizerFast(vocab=str(vocab))  # transformers 5: `vocab`, not `vocab_file`
-    torch.manual_seed(seed)
-    config = BertConfig(vocab_size=len(WORDS) + 5, hidden_size=hidden, num_hidden_layers=2,
-                        num_attention_heads=2, intermediate_size=64, max_position_embeddings=64)
-    BertModel(config).eval().save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
-
-
-def sentences(n: int, seed: int, length: int = 8) -> list[str]:
-    """`n` distinct random sentences over the tiny vocab."""
-    rng = np.random.default_rng(seed)
-    out: list[str] = []
-    while len(out) < n:
-        text = " ".join(rng.choice(WORDS, size=length))
-        if text not in out:
-            out.append(text)
-    return out
-
-
-@pytest.fixture(scope="module")
-def models(tmp_path_factory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("models")
-    return {
-        "a": make_tiny_bert(root / "a", seed=0),
-        "b": make_tiny_bert(root / "b", seed=1),  # same dim, other weights
-        "small": make_tiny_bert(root / "small", hidden=16, seed=2),  # other dim
-    }
-
-
-@pytest.fixture(scope="module")
-def embedder(models) -> Embedder:
-    return Embedder(str(models["a"]), batch_size=16)
-
-
-def make_pdf(text: str) -> bytes:
-    """A minimal one-page PDF showing `text` in Helvetica (hand-written objects + xref)."""
-    stream = f"BT /F1 12 Tf 72 720 Td ({text}) Tj ET".encode()
-    objects = [
-        b"<< /Type /Catalog /Pages 2 0 R >>",
-        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
-        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R "
-        b"/Resources << /Font << /F1 5 0 R >> >> >>",
-        b"<< /Length %d >>\nstream\n" % len(stream) + stream + b"\nendstream",
-        b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
-    ]
-    out, offsets = b"%PDF-1.4\n", []
-    for number, body in enumerate(objects, start=1):
-        offsets.append(len(out))
-        out += b"%d 0 obj\n" % number + body + b"\nendobj\n"
-    xref = len(out)
-    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
-    out += b"".join(b"%010d 00000 n \n" % offset for offset in offsets)
-    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (
-        len(objects) + 1, xref)
-    return out
-
-
-def write_docs(folder: Path, n_files: int = 3, seed: int = 0) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    for i in range(n_files):
-        (folder / f"doc{i}.txt").write_text(". ".join(sentences(6, seed + i, length=6)))
-    return folder
 
 
 def test_exact_index_returns_true_nearest_neighbours(tmp_path, embedder):
@@ -296,191 +217,6 @@ def test_build_accepts_chunks_with_provenance(tmp_path, embedder):
     assert (hit.source, hit.start, hit.end) == ("notes.md", 10, 22)
 
 
-# ---- index hygiene and locks (issue 11, classes 8 and 2) --------------------------------------
-
-def _one_line(result) -> str:
-    lines = result.output.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error:"), result.output
-    return lines[0]
-
-
-def _listing(folder: Path) -> list[str]:
-    return sorted(p.name for p in folder.iterdir())
-
-
-@pytest.mark.parametrize("generation", ["../../outside", "a/b", "..", "/etc/passwd", "", 123,
-                                        None, "ABCDEF012345", "0123456789ab/"])
-def test_tampered_generation_is_one_line(tmp_path, embedder, generation):
-    path = tmp_path / "idx"
-    VectorIndex.build(sentences(5, seed=20), embedder, path)
-    meta = json.loads((path / "meta.json").read_text())
-    meta["generation"] = generation
-    (path / "meta.json").write_text(json.dumps(meta))
-    before = _listing(path)
-    with pytest.raises(LmadaptError, match=r"meta\.json: generation .* is not 12 hex digits") as info:
-        VectorIndex.open(path)
-    assert "\n" not in str(info.value)
-    with pytest.raises(LmadaptError, match="is not 12 hex digits"):  # no write follows it either
-        VectorIndex.build(sentences(5, seed=21), embedder, path)
-    assert _listing(path) == before and _listing(tmp_path) == ["idx"]
-    result = CliRunner().invoke(index_app, ["query", str(path), "hi"])
-    assert result.exit_code == 1 and "is not 12 hex digits" in _one_line(result)
-
-
-def test_damaged_manifest_fields_are_one_line(tmp_path, embedder):
-    path = tmp_path / "idx"
-    VectorIndex.build(sentences(5, seed=22), embedder, path)
-    good = json.loads((path / "meta.json").read_text())
-    for change, pattern in (({"dim": None}, "'dim' is missing or not a int"),
-                            ({"embedder": "minilm"}, "'embedder' is missing or not a dict"),
-                            ({"search": {"bogus": 1}}, "'search' has unknown keys"),
-                            ({"format": "other"}, "not an lmadapt index")):
-        (path / "meta.json").write_text(json.dumps({**good, **change}))
-        with pytest.raises(LmadaptError, match=pattern) as info:
-            VectorIndex.open(path)
-        assert "\n" not in str(info.value)
-    (path / "meta.json").write_text("[1, 2]")
-    with pytest.raises(LmadaptError, match="not an lmadapt index"):
-        VectorIndex.open(path)
-
-
-KILLED_WRITES = r"""
-import json, os, sys
-from lmadapt.index import Embedder, VectorIndex
-from lmadapt.index import vector_index as v
-
-model, index, fresh, texts = sys.argv[1], sys.argv[2], sys.argv[3], json.loads(sys.argv[4])
-
-def die(self, chunks, first_id):  # the power goes out half-way through writing the chunk table
-    self.conn.execute("BEGIN")
-    self.conn.executemany("INSERT INTO chunks VALUES (?, ?, ?, ?, ?, ?)", [
-        (first_id + i, c.text_hash, c.text, c.source, c.start, c.end) for i, c in enumerate(chunks)])
-    os._exit(9)  # no cleanup code runs, as after kill -9
-
-v.ChunkStore.add = die
-child = os.fork()  # nothing ran in torch yet, so forking is safe
-if child == 0:
-    VectorIndex.open(index, Embedder(model)).add(texts)  # killed in-place add
-os.waitpid(child, 0)
-VectorIndex.build(texts, Embedder(model), fresh)  # killed fresh build
-"""
-
-
-def test_orphans_of_killed_writes_are_cleaned_on_next_write(tmp_path, models, embedder):
-    import subprocess
-    import sys
-
-    path, fresh = tmp_path / "idx", tmp_path / "fresh"
-    texts = sentences(6, seed=23)
-    VectorIndex.build(texts, embedder, path)
-    good = set(_listing(path))
-    (tmp_path / "notes.txt").write_text("mine")
-    (tmp_path / ".fresh.tmp-notmine1").mkdir()  # looks like a temp folder, but holds a user's file
-    (tmp_path / ".fresh.tmp-notmine1" / "mine.txt").write_text("mine")
-    extra = sentences(4, seed=24)
-    result = subprocess.run([sys.executable, "-c", KILLED_WRITES, str(models["a"]), str(path),
-                             str(fresh), json.dumps(extra)], capture_output=True, text=True, timeout=300)
-    assert result.returncode == 9, result.stderr
-    orphans = set(_listing(path)) - good
-    assert {Path(n).suffix for n in orphans} == {".faiss", ".sqlite", ".sqlite-journal"}, orphans
-    leftover_tmp = [n for n in _listing(tmp_path) if n.startswith(".fresh.tmp-") and n != ".fresh.tmp-notmine1"]
-    assert len(leftover_tmp) == 1 and not fresh.exists()
-    (path / ".meta.json.tmp-0123abcd").write_text("{")  # a killed manifest swap
-
-    index = VectorIndex.open(path, embedder)  # the old index is intact and queryable
-    assert len(index) == 6 and index.search([texts[2]], k=1)[0][0].text == texts[2]
-    assert index.add(texts) == 0  # the next write (even one that adds nothing) cleans up
-    assert set(_listing(path)) == good
-    VectorIndex.build(extra, embedder, fresh)
-    assert _listing(tmp_path) == [".fresh.tmp-notmine1", "fresh", "idx", "notes.txt"]
-    assert (tmp_path / ".fresh.tmp-notmine1" / "mine.txt").read_text() == "mine"
-    assert index.add(extra) == 4 and len(list(path.glob("*.faiss"))) == 1
-
-
-def test_concurrent_adds_lose_no_document(tmp_path, models, embedder):
-    import threading
-
-    path = tmp_path / "idx"
-    VectorIndex.build(sentences(5, seed=25), embedder, path)
-    first, second = VectorIndex.open(path, embedder), VectorIndex.open(path, Embedder(str(models["a"])))
-    batch_a, batch_b = sentences(6, seed=26), sentences(7, seed=27)
-    holding, errors = threading.Event(), []
-    slow = Embedder(str(models["a"]))
-    real_encode = slow.encode
-
-    def slow_encode(texts, progress=False):  # first writer: holds the lock while it embeds
-        holding.set()
-        threading.Event().wait(1.0)
-        return real_encode(texts, progress=progress)
-
-    slow.encode = slow_encode
-    first._embedder = slow
-
-    def run(index, batch):
-        try:
-            index.add(batch, lock_timeout=30)
-        except Exception as err:  # pragma: no cover - reported below
-            errors.append(err)
-
-    a = threading.Thread(target=run, args=(first, batch_a))
-    a.start()
-    assert holding.wait(30), errors
-    b = threading.Thread(target=run, args=(second, batch_b))  # opened before a's add landed
-    b.start()
-    a.join(60)
-    b.join(60)
-    assert not errors
-    final = VectorIndex.open(path, embedder)
-    assert len(final) == 5 + 6 + 7 == read_meta(path)["count"]
-    stored = {c.text for c in final.store.get(range(len(final))).values()}
-    assert set(batch_a) | set(batch_b) <= stored
-    assert len(list(path.glob("*.faiss"))) == 1
-
-
-HOLD_LOCK = r"""
-import sys, time
-from lmadapt.outdir import locked
-with locked(sys.argv[1]):
-    print("holding", flush=True)
-    time.sleep(60)
-"""
-
-
-def test_second_writer_waits_then_fails_naming_holder_pid(tmp_path, models):
-    import subprocess
-    import sys
-    import time
-
-    runner = CliRunner()
-    docs, path = write_docs(tmp_path / "docs"), tmp_path / "idx"
-    result = runner.invoke(index_app, ["build", "--docs", str(docs), "--out", str(path),
-                                       "--embedder", str(models["a"]), "--chunk-tokens", "16",
-                                       "--overlap", "4"])
-    assert result.exit_code == 0, result.output
-    before = {p.name: p.read_bytes() for p in path.iterdir()}
-    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(path)], stdout=subprocess.PIPE,
-                              text=True)
-    try:
-        assert holder.stdout.readline().strip() == "holding"
-        more = write_docs(tmp_path / "more", n_files=1, seed=60)
-        start = time.monotonic()
-        result = runner.invoke(index_app, ["add", str(path), "--docs", str(more), "--lock-timeout", "1"])
-        waited = time.monotonic() - start
-        assert result.exit_code == 1
-        line = _one_line(result)
-        assert f"(pid {holder.pid})" in line and "after waiting 1 s" in line
-        assert waited >= 1.0
-        result = runner.invoke(index_app, ["build", "--docs", str(more), "--out", str(path),
-                                           "--embedder", str(models["a"]), "--lock-timeout", "0"])
-        assert result.exit_code == 1 and f"(pid {holder.pid})" in _one_line(result)
-    finally:
-        holder.kill()
-        holder.wait()
-    assert {p.name: p.read_bytes() for p in path.iterdir()} == before  # nothing half-written
-    result = runner.invoke(index_app, ["add", str(path), "--docs", str(more)])  # the lock is free again
-    assert result.exit_code == 0 and "added" in result.output
-
-
 def test_build_out_refuses_user_folders(tmp_path, models, monkeypatch):
     runner = CliRunner()
     docs = write_docs(tmp_path / "docs")
@@ -494,17 +230,17 @@ def test_build_out_refuses_user_folders(tmp_path, models, monkeypatch):
                                          "--overlap", "4", *extra])
 
     result = build(mine)
-    assert result.exit_code == 1 and "lmadapt did not write" in _one_line(result)
-    assert _listing(mine) == ["thesis.txt"]
+    assert result.exit_code == 1 and "lmadapt did not write" in one_line(result)
+    assert listing(mine) == ["thesis.txt"]
     for target in (docs, tmp_path):  # the input or a folder holding it
         result = build(target, "--overwrite")
-        assert result.exit_code == 1 and "holds the input" in _one_line(result)
+        assert result.exit_code == 1 and "holds the input" in one_line(result)
     result = build(docs / "doc0.txt", "--overwrite")
-    assert result.exit_code == 1 and "is a file, not a folder" in _one_line(result)
+    assert result.exit_code == 1 and "is a file, not a folder" in one_line(result)
     monkeypatch.chdir(docs)
     for target in (".", ".."):
         result = build(target, "--overwrite")
-        assert result.exit_code == 1 and "working directory" in _one_line(result)
+        assert result.exit_code == 1 and "working directory" in one_line(result)
     monkeypatch.chdir(tmp_path)
     assert sorted(p.name for p in docs.iterdir()) == ["doc0.txt", "doc1.txt", "doc2.txt"]
 
@@ -520,8 +256,8 @@ def test_build_out_refuses_user_folders(tmp_path, models, monkeypatch):
     theirs.mkdir()
     (theirs / "meta.json").write_text('{"author": "me"}')
     result = build(theirs, "--overwrite")  # a meta.json that is not an index's is never replaced
-    assert result.exit_code == 1 and "not an lmadapt index" in _one_line(result)
-    assert _listing(theirs) == ["meta.json"] and "author" in (theirs / "meta.json").read_text()
+    assert result.exit_code == 1 and "not an lmadapt index" in one_line(result)
+    assert listing(theirs) == ["meta.json"] and "author" in (theirs / "meta.json").read_text()
 
 
 def test_folder_name_with_uri_characters(tmp_path, embedder):
