@@ -132,7 +132,9 @@ class _Terminal(io.StringIO):
         return True
 
 
-def test_progress_bar_shows_on_a_terminal_only(tiny_llama, monkeypatch):
+def test_progress_bar_on_a_terminal_and_for_long_work_in_a_log(tiny_llama, monkeypatch):
+    """On a terminal always; in a log (stderr not a terminal) only when the work spans several
+    batches, and then its last state stays there (a background eval shows its progress)."""
     texts = _texts(8)
     tm = _generation_model(tiny_llama, texts, max_new_tokens=3)
     prompts = [tm.prompt(t) for t in texts]
@@ -143,8 +145,11 @@ def test_progress_bar_shows_on_a_terminal_only(tiny_llama, monkeypatch):
     assert "generate" in shown and "/8" in shown and "ex/s" in shown
     pipe = io.StringIO()
     monkeypatch.setattr(sys, "stderr", pipe)
-    tm.generate(prompts, 4)
+    tm.generate(prompts[:4], 4)  # one batch: nothing in a log
     assert pipe.getvalue() == ""
+    tm.generate(prompts, 4)  # two batches
+    logged = pipe.getvalue()
+    assert "generate" in logged and "8/8" in logged and logged.endswith("\n")
 
 
 def _zero_shot(model: Path, train: Path, eval_: Path, out: Path, *extra: str) -> list:

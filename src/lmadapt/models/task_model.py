@@ -10,6 +10,7 @@ Methods change which parameters train (or wrap modules), never these rules:
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -304,8 +305,9 @@ class TaskModel:
         Causal LMs run through the decoding engine (KV cache, left padding, longest prompts first;
         a prompt over `max_length` tokens keeps its end); seq2seq models and peft prompt-learning
         models (prompt, ptuning, prefix) through `model.generate`. A progress bar (examples/s, ETA)
-        shows on a terminal. Inside `run.evaluate`'s prediction log (eval/prediction_log.py) each
-        finished batch is appended to it, and prompts it already holds are not generated again.
+        shows on a terminal, and in a log for work of several batches (once a minute). Inside
+        `run.evaluate`'s prediction log (eval/prediction_log.py) each finished batch is appended
+        to it, and prompts it already holds are not generated again.
         """
         log = active_log()
         call = log.next_call() if log is not None else -1
@@ -324,8 +326,13 @@ class TaskModel:
                 raise LmadaptError("a prompt encodes to zero tokens; give every prompt some text")
             by_length = sorted(range(len(todo)), key=lambda k: -len(ids[k]))
             todo, ids = [todo[k] for k in by_length], [ids[k] for k in by_length]
-        with tqdm(total=len(prompts), initial=len(outputs), desc="generate", unit="ex", disable=None,
-                  leave=False, dynamic_ncols=True) as bar:
+        # on a terminal always; in a log file (stderr not a terminal) when the work spans several
+        # batches, updated once a minute and kept at the end: a long eval run in the background
+        # shows its progress and ETA there
+        terminal = sys.stderr.isatty()
+        with tqdm(total=len(prompts), initial=len(outputs), desc="generate", unit="ex",
+                  disable=not (terminal or len(todo) > batch_size), mininterval=0.1 if terminal else 60,
+                  leave=not terminal, dynamic_ncols=True) as bar:
             run = self._engine_batches(ids, batch_size, eot, source) if engine else None
             for start in range(0, len(todo), batch_size):
                 chunk = todo[start:start + batch_size]
