@@ -260,3 +260,5 @@ def test_an_interrupted_proxy_eval_resumes_its_parts_too(run_cli, monkeypatch, t
     records = [json.loads((folder / "record.json").read_text()) for folder in (fresh, out)]
     for key in ("score", "base_score", "expert_score"):
         assert records[0]["extra"].get(key, records[0].get(key)) == records[1]["extra"].get(key, records[1].get(key))
+    nll = records[1]["extra"]["reference_nll_by_alpha"]  # the references' NLL under Eq. 1, per alpha
+    assert nll == records[0]["extra"]["reference_nll_by_alpha"] and set(nll) == {"0.0", "0.25", "0.5", "1.0", "1.5", "2.0"}

@@ -149,3 +149,39 @@ def test_tokenizer_mismatch_is_one_line_error(tiny_llama, tasks, tmp_path):
         get_method("proxy").fit(tasks[0], None, cfg, RunContext(ModelSpec(model=str(tiny_llama)), TRAIN, tmp_path))
     message = str(err.value)
     assert "tokenizers differ" in message and "\n" not in message
+
+
+def test_reference_nll_by_alpha_is_eq1_teacher_forced(tiny_llama, small_llama, tmp_path):
+    """Generation figures: the reference answers' mean token NLL under Eq. 1 at each alpha, from
+    one batched, left-padded pass per model, equals scoring each row alone by hand."""
+    from lmadapt.data.task import Example, Task
+    from lmadapt.decoding import ProxySource
+    from lmadapt.methods.proxy.method import reference_nll
+    from lmadapt.models.task_model import build_task_model
+
+    texts = ["the film was", "a good story and fine acting", "bad"]
+    references = ["great fun", "very good indeed and more", "awful"]
+    task = Task(name="t", kind="generation", examples=[Example(t, r) for t, r in zip(texts, references, strict=True)])
+    tm = build_task_model(ModelSpec(model=str(tiny_llama)), task)
+    tm.model.eval()
+    expert = LlamaForCausalLM.from_pretrained(small_llama).eval()
+    anti = LlamaForCausalLM.from_pretrained(make_small_llama(tmp_path / "anti", tiny_llama, seed=7)).eval()
+    source = ProxySource(tm.model, expert, anti, alpha=1.0, vocab_size=len(tm.tokenizer))
+    alphas = (0.0, 0.5, 2.0)
+    got = reference_nll(source, tm, texts, references, alphas, batch_size=2)
+    total, count = torch.zeros(len(alphas), dtype=torch.float64), 0
+    with torch.inference_mode():
+        for text, reference in zip(texts, references, strict=True):
+            prompt = tm.tokenizer(tm.prompt(text))["input_ids"]
+            answer = tm.tokenizer(reference, add_special_tokens=False)["input_ids"]
+            ids = torch.tensor([prompt + answer])
+            logits = [m(input_ids=ids).logits[0].float() for m in (tm.model, expert, anti)]  # (T, V) each
+            for i, alpha in enumerate(alphas):
+                logp = (logits[0] + alpha * (logits[1] - logits[2])).log_softmax(-1)
+                for j, token in enumerate(answer):
+                    total[i] -= float(logp[len(prompt) - 1 + j, token])
+            count += len(answer)
+    assert list(got) == ["0.0", "0.5", "2.0"]
+    for i, alpha in enumerate(alphas):
+        assert got[str(alpha)] == pytest.approx(float(total[i] / count), abs=1e-4)
+    assert len(set(got.values())) == 3  # alpha moves it

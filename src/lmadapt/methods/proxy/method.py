@@ -119,6 +119,47 @@ def alpha_predictions(parts: dict[str, torch.Tensor], alpha_run: float, alpha: f
     return (parts["base"] + alpha * step).argmax(dim=1)
 
 
+NLL_ALPHAS = (0.0, 0.25, 0.5, 1.0, 1.5, 2.0)
+
+
+@torch.inference_mode()
+def reference_nll(source: ProxySource | SharedLoraProxySource, tm: TaskModel, texts: list[str],
+                  references: list[str], alphas: tuple[float, ...] = NLL_ALPHAS,
+                  batch_size: int = 4) -> dict[str, float]:
+    """Generation tasks: the mean per-token negative log-likelihood of the reference outputs under
+    Eq. 1 at each alpha, teacher-forced after each prompt (the answer's tokens, no end marker).
+
+    Eq. 1 is linear in alpha, so one forward pass of each model gives every alpha here. Greedy
+    generation does not share this (each alpha picks other tokens), so this is a diagnostic of
+    where the expert - anti-expert direction points, not the accuracy an alpha would score:
+    alpha 0 is the base alone; a falling curve means the small pair steers toward the references.
+    """
+    tokenizer = tm.tokenizer
+    rows = [(tokenizer(tm.prompt(text), add_special_tokens=tm.chat_template is None)["input_ids"],
+             tokenizer(reference, add_special_tokens=False)["input_ids"])
+            for text, reference in zip(texts, references, strict=True)]
+    rows = [(prompt[-max(1, tm.max_length - len(answer)):], answer) for prompt, answer in rows if answer]
+    totals, count = torch.zeros(len(alphas), dtype=torch.float64), 0
+    for start in range(0, len(rows), batch_size):
+        batch = rows[start:start + batch_size]
+        ids, mask = left_pad([prompt + answer for prompt, answer in batch], pad_id_of(tokenizer))  # (B, T)
+        keep = max(len(answer) for _, answer in batch) + 1  # the positions that predict an answer token
+        positions = position_ids_for(mask)
+        source.reset()
+        base = source.base.step(ids, mask, positions, keep=keep)  # (B, K, V)
+        expert, anti = source.parts(ids, mask, positions, keep=keep)
+        source.reset()
+        delta = expert.to(base.device) - anti.to(base.device)
+        for i, alpha in enumerate(alphas):
+            logp = (base + alpha * delta).float().log_softmax(-1)  # (B, K, V)
+            for row, (_, answer) in enumerate(batch):
+                n = len(answer)  # position K-1-n+j predicts answer token j
+                picked = logp[row, keep - 1 - n:keep - 1].gather(-1, torch.tensor(answer, device=logp.device)[:, None])
+                totals[i] -= picked.sum().double().cpu()
+        count += sum(len(answer) for _, answer in batch)
+    return {str(alpha): float(totals[i] / max(count, 1)) for i, alpha in enumerate(alphas)}
+
+
 def mean_label_margins(parts: dict[str, torch.Tensor], alpha_run: float) -> dict[str, float]:
     """Two-label tasks: mean of s(label 0) - s(label 1) for base, expert and anti-expert, i.e.
     how far each leans to one label. A large expert - anti-expert gap with a near-balanced base
@@ -194,6 +235,9 @@ class ProxyAdapted(Adapted):
             out["alpha_sweep"] = sweep  # diagnostics on the eval set, not a tuned alpha
             if len(task.labels) == 2:
                 out["mean_label_margin"] = mean_label_margins(cached, alpha_run)
+        if task.kind == "generation" and isinstance(self.source, (ProxySource, SharedLoraProxySource)):
+            out["reference_nll_by_alpha"] = reference_nll(  # diagnostics on the eval set, not a tuned alpha
+                self.source, self.base, task.texts(), task.targets(), batch_size=min(self._batch_size, 4))
         return out
 
     def save(self, artifact_dir: Path) -> None:
