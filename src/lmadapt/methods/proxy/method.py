@@ -237,7 +237,7 @@ class ProxyAdapted(Adapted):
                 out["mean_label_margin"] = mean_label_margins(cached, alpha_run)
         if task.kind == "generation" and isinstance(self.source, (ProxySource, SharedLoraProxySource)):
             out["reference_nll_by_alpha"] = reference_nll(  # diagnostics on the eval set, not a tuned alpha
-                self.source, self.base, task.texts(), task.targets(), batch_size=min(self._batch_size, 4))
+                self.source, self.base, task.texts(), task.targets(), batch_size=min(self._batch_size, 2))
         return out
 
     def save(self, artifact_dir: Path) -> None:
