@@ -185,3 +185,33 @@ def test_reference_nll_by_alpha_is_eq1_teacher_forced(tiny_llama, small_llama, t
     for i, alpha in enumerate(alphas):
         assert got[str(alpha)] == pytest.approx(float(total[i] / count), abs=1e-4)
     assert len(set(got.values())) == 3  # alpha moves it
+
+
+def test_reference_nll_from_one_lora_model_equals_two_models(tiny_llama, small_llama):
+    """The shared single-model LoRA expert (adapter on / off, one pass of 2B rows) gives the same
+    reference NLL as separate expert (LoRA merged) and anti-expert models."""
+    from lmadapt.data.task import Example, Task
+    from lmadapt.decoding import ProxySource, SharedLoraProxySource
+    from lmadapt.methods.proxy.method import reference_nll
+    from lmadapt.models.task_model import build_task_model
+
+    texts, references = ["the film was", "a good story and fine acting"], ["great fun", "very good indeed"]
+    task = Task(name="t", kind="generation", examples=[Example(t, r) for t, r in zip(texts, references, strict=True)])
+    tm = build_task_model(ModelSpec(model=str(tiny_llama)), task)
+    tm.model.eval()
+    small = LlamaForCausalLM.from_pretrained(small_llama).eval()
+    lora = get_peft_model(LlamaForCausalLM.from_pretrained(small_llama),
+                          LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], lora_dropout=0.0))
+    torch.manual_seed(3)
+    for name, param in lora.named_parameters():
+        if "lora_B" in name:
+            torch.nn.init.normal_(param, std=0.3)
+    lora.eval()
+    vocab = len(tm.tokenizer)
+    shared = reference_nll(SharedLoraProxySource(tm.model, lora, 1.0, vocab), tm, texts, references)
+    import copy
+
+    merged = copy.deepcopy(lora).merge_and_unload().eval()
+    two = reference_nll(ProxySource(tm.model, merged, small, 1.0, vocab), tm, texts, references)
+    assert shared == pytest.approx(two, abs=1e-4)
+    assert shared["1.0"] != pytest.approx(shared["0.0"], abs=1e-3)  # the adapter moves it
