@@ -7,7 +7,8 @@ row and "gap closed" = (proxy - base) / (direct - base), the paper's summary fig
     python benchmarks/proxy_parts.py runs/proxy-gsm [--direct runs/lora-1.5b] --out proxy_parts.json
 
 The proxy's per-example scores come from the run's predictions.jsonl, the parts' from its record
-(`base_per_example`, `expert_per_example`: written with `proxy_report_parts=true`).
+(`base_per_example`, `expert_per_example`: written with `proxy_report_parts=true`); the record's
+`reference_nll_by_alpha` curve is printed when present.
 """
 
 from __future__ import annotations
@@ -68,7 +69,7 @@ def main() -> None:
                    for (key, t), p in zip(tests.items(), adjusted, strict=True)}
     result = {"run": str(args.run), "direct": str(args.direct) if args.direct else None, "n": n,
               "metric": record.get("metric"), "alpha": extra.get("proxy_alpha"), "rows": rows,
-              "differences": differences}
+              "differences": differences, "reference_nll_by_alpha": extra.get("reference_nll_by_alpha")}
     if "direct" in scores and rows["direct"]["score"] != rows["base"]["score"]:
         result["gap_closed"] = ((rows["proxy"]["score"] - rows["base"]["score"])
                                 / (rows["direct"]["score"] - rows["base"]["score"]))
@@ -80,6 +81,9 @@ def main() -> None:
     print("\n| difference | mean (95% CI) | p | p (Holm) |\n|---|---:|---:|---:|")
     for key, d in differences.items():
         print(f"| {key} | {d['difference']:+.3f} ({d['ci_low']:+.3f}, {d['ci_high']:+.3f}) | {d['p']:.3f} | {d['p_holm']:.3f} |")
+    if result["reference_nll_by_alpha"]:
+        curve = ", ".join(f"{alpha}: {nll:.3f}" for alpha, nll in result["reference_nll_by_alpha"].items())
+        print(f"\nreference answers' token NLL under Eq. 1 by alpha (0 = the base alone): {curve}")
     if "gap_closed" in result:
         print(f"\ngap closed = (proxy - base) / (direct - base) = {result['gap_closed']:.2f}")
 
