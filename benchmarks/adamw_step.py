@@ -28,12 +28,11 @@ def main() -> None:
     import torch
     from transformers import AutoModelForCausalLM
 
-    from lmadapt.assets import MODELS, pull_model
     from lmadapt.models.load import resolve_model_ref
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    path = str(pull_model(args.model)) if args.model in MODELS else resolve_model_ref(args.model)
+    path = resolve_model_ref(args.model)  # a pull name is pulled on first use
     params = list(AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).parameters())
     generator = torch.Generator().manual_seed(0)
     for p in params:

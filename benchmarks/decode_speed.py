@@ -40,7 +40,7 @@ def main() -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from lmadapt.assets import MODELS, pull_data, pull_model
+    from lmadapt.assets import pull_data
     from lmadapt.data.loaders import DataSpec, load_task
     from lmadapt.decoding.config import GenerationConfig
     from lmadapt.decoding.engine import generate
@@ -49,7 +49,7 @@ def main() -> None:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    paths = {who: str(pull_model(ref)) if ref in MODELS else resolve_model_ref(ref)
+    paths = {who: resolve_model_ref(ref)  # pull names are pulled on first use
              for who, ref in (("base", args.base), ("small", args.small))}
     tokenizer = AutoTokenizer.from_pretrained(paths["base"])
     task = load_task(pull_data(args.dataset), DataSpec(), name=args.dataset)

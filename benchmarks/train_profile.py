@@ -38,12 +38,11 @@ def main() -> None:
     from torch.profiler import ProfilerActivity, profile
 
     import lmadapt.methods.base as methods_base
-    from lmadapt.assets import MODELS, pull_model
     from lmadapt.models.load import resolve_model_ref
 
     threads = args.threads or os.cpu_count() or 1
     torch.set_num_threads(threads)
-    model_path = str(pull_model(args.model)) if args.model in MODELS else resolve_model_ref(args.model)
+    model_path = resolve_model_ref(args.model)  # a pull name is pulled on first use
     work = Path(tempfile.mkdtemp(prefix="train-profile-"))
     info = train_speed.prepare_data(args.dataset, args.steps * args.batch, 0, model_path, args.max_length, work)
     job = {**info, "setup": args.setup, "lr": train_speed.SETUPS[args.setup], "batch": args.batch,

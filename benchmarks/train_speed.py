@@ -144,11 +144,11 @@ def random_model(name: str, tokenizer_ref: str, seed: int, folder: Path) -> Path
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-    from lmadapt.assets import MODELS, pull_model
+    from lmadapt.models.load import resolve_model_ref
 
     if name not in RANDOM_MODELS:
         raise SystemExit(f"unknown random model {name!r}; use random:{' or random:'.join(RANDOM_MODELS)}")
-    tokenizer = AutoTokenizer.from_pretrained(str(pull_model(tokenizer_ref)) if tokenizer_ref in MODELS else tokenizer_ref)
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model_ref(tokenizer_ref))
     config = LlamaConfig(vocab_size=len(tokenizer), max_position_embeddings=4096, tie_word_embeddings=False,
                          bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
                          pad_token_id=tokenizer.pad_token_id, **RANDOM_MODELS[name])
@@ -444,14 +444,13 @@ def main() -> None:
         return
     import torch
 
-    from lmadapt.assets import MODELS, pull_model
     from lmadapt.models.load import resolve_model_ref
 
     work = Path(args.work or tempfile.mkdtemp(prefix="train-speed-"))
     if args.model.startswith("random:"):
         model_path = str(random_model(args.model.split(":", 1)[1], args.tokenizer, args.seed, work / "random-model"))
     else:
-        model_path = str(pull_model(args.model)) if args.model in MODELS else resolve_model_ref(args.model)
+        model_path = resolve_model_ref(args.model)  # a pull name is pulled on first use
     data = {d: prepare_data(d, args.steps * args.batch, args.seed, model_path, args.max_length, work,
                             args.synthetic_tokens) for d in args.datasets}
     for path in Path(model_path).rglob("*"):  # every run finds the model in the OS file cache
