@@ -150,13 +150,17 @@ def reference_nll(source: ProxySource | SharedLoraProxySource, tm: TaskModel, te
         expert, anti = source.parts(ids, mask, positions, keep=keep)
         source.reset()
         delta = expert.to(base.device) - anti.to(base.device)
+        targets = torch.zeros(len(batch), keep, dtype=torch.long)  # (B, K): the token each position predicts
+        scored = torch.zeros(len(batch), keep, dtype=torch.bool)  # where that token is an answer's
+        for row, (_, answer) in enumerate(batch):
+            n = len(answer)  # position K-1-n+j predicts answer token j
+            targets[row, keep - 1 - n:keep - 1] = torch.tensor(answer)
+            scored[row, keep - 1 - n:keep - 1] = True
+        targets, scored = targets.to(base.device), scored.to(base.device)
         for i, alpha in enumerate(alphas):
             logp = (base + alpha * delta).float().log_softmax(-1)  # (B, K, V)
-            for row, (_, answer) in enumerate(batch):
-                n = len(answer)  # position K-1-n+j predicts answer token j
-                picked = logp[row, keep - 1 - n:keep - 1].gather(-1, torch.tensor(answer, device=logp.device)[:, None])
-                totals[i] -= picked.sum().double().cpu()
-        count += sum(len(answer) for _, answer in batch)
+            totals[i] -= logp.gather(-1, targets[..., None])[..., 0][scored].double().sum().cpu()
+        count += int(scored.sum())
     return {str(alpha): float(totals[i] / max(count, 1)) for i, alpha in enumerate(alphas)}
 
 
