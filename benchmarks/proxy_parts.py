@@ -8,7 +8,9 @@ row and "gap closed" = (proxy - base) / (direct - base), the paper's summary fig
 
 The proxy's per-example scores come from the run's predictions.jsonl, the parts' from its record
 (`base_per_example`, `expert_per_example`: written with `proxy_report_parts=true`); the record's
-`reference_nll_by_alpha` curve is printed when present.
+`reference_nll_by_alpha` curve is printed when present. "detectable" is the smallest difference
+the paired test would find with 80% power at this n and the pair's observed per-example spread:
+(z_0.975 + z_0.8) · sd / sqrt(n), as in distill_seeds.py.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from statistics import NormalDist
 
 import numpy as np
 
@@ -65,7 +68,10 @@ def main() -> None:
         pairs += [("direct", "proxy"), ("direct", "base")]
     tests = {f"{a} - {b}": paired_bootstrap(scores[a], scores[b]) for a, b in pairs}
     adjusted = holm([t.p for t in tests.values()])
-    differences = {key: {"difference": t.diff, "ci_low": t.ci_low, "ci_high": t.ci_high, "p": t.p, "p_holm": p}
+    z = NormalDist().inv_cdf(0.975) + NormalDist().inv_cdf(0.8)
+    detectable = {f"{a} - {b}": z * float((scores[a] - scores[b]).std(ddof=1)) / np.sqrt(n) for a, b in pairs}
+    differences = {key: {"difference": t.diff, "ci_low": t.ci_low, "ci_high": t.ci_high, "p": t.p, "p_holm": p,
+                         "detectable": detectable[key]}
                    for (key, t), p in zip(tests.items(), adjusted, strict=True)}
     result = {"run": str(args.run), "direct": str(args.direct) if args.direct else None, "n": n,
               "metric": record.get("metric"), "alpha": extra.get("proxy_alpha"), "rows": rows,
@@ -78,9 +84,10 @@ def main() -> None:
     print("| model | score (95% CI) |\n|---|---:|")
     for name, row in rows.items():
         print(f"| {name} | {row['score']:.3f} ({row['ci_low']:.3f}–{row['ci_high']:.3f}) |")
-    print("\n| difference | mean (95% CI) | p | p (Holm) |\n|---|---:|---:|---:|")
+    print("\n| difference | mean (95% CI) | p | p (Holm) | detectable |\n|---|---:|---:|---:|---:|")
     for key, d in differences.items():
-        print(f"| {key} | {d['difference']:+.3f} ({d['ci_low']:+.3f}, {d['ci_high']:+.3f}) | {d['p']:.3f} | {d['p_holm']:.3f} |")
+        print(f"| {key} | {d['difference']:+.3f} ({d['ci_low']:+.3f}, {d['ci_high']:+.3f}) | {d['p']:.3f} "
+              f"| {d['p_holm']:.3f} | {d['detectable']:.3f} |")
     if result["reference_nll_by_alpha"]:
         curve = ", ".join(f"{alpha}: {nll:.3f}" for alpha, nll in result["reference_nll_by_alpha"].items())
         print(f"\nreference answers' token NLL under Eq. 1 by alpha (0 = the base alone): {curve}")
