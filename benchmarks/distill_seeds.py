@@ -20,12 +20,16 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-from statistics import NormalDist
 
 import numpy as np
 
 from lmadapt.eval.arith import equation_match, try_eval
-from lmadapt.eval.significance import holm, paired_bootstrap, seeds_and_examples_ci
+from lmadapt.eval.significance import (
+    detectable_difference,
+    holm,
+    paired_bootstrap,
+    seeds_and_examples_ci,
+)
 
 SAME = ("model", "train", "eval", "eval_examples", "distill")  # meta that must agree across seeds
 
@@ -51,7 +55,6 @@ def load(folders: list[Path]) -> tuple[list[dict], list[dict]]:
 
 
 def summarise(metas: list[dict], rows: list[list[dict]]) -> list[dict]:
-    z = NormalDist().inv_cdf(0.975) + NormalDist().inv_cdf(0.8)
     fractions = sorted({r["fraction"] for seed_rows in rows for r in seed_rows})
     table = []
     for fraction in fractions:
@@ -73,9 +76,8 @@ def summarise(metas: list[dict], rows: list[list[dict]]) -> list[dict]:
             continue
         dss, base = per_variant["dss"].mean(axis=0), per_variant["label-only"].mean(axis=0)
         pair = paired_bootstrap(dss, base, seed=0)
-        sd = float((dss - base).std(ddof=1))
         line.update(diff=pair.diff, diff_ci=[pair.ci_low, pair.ci_high], p=pair.p,
-                    detectable=z * sd / np.sqrt(len(dss)), n=len(dss))
+                    detectable=detectable_difference(dss, base), n=len(dss))
         table.append(line)
     for line, p in zip(table, holm([line["p"] for line in table]), strict=True):
         line["p_holm"] = p

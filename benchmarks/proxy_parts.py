@@ -10,7 +10,7 @@ The proxy's per-example scores come from the run's predictions.jsonl, the parts'
 (`base_per_example`, `expert_per_example`: written with `proxy_report_parts=true`); the record's
 `reference_nll_by_alpha` curve is printed when present. "detectable" is the smallest difference
 the paired test would find with 80% power at this n and the pair's observed per-example spread:
-(z_0.975 + z_0.8) · sd / sqrt(n), as in distill_seeds.py.
+(z_0.975 + z_0.8) · sd / sqrt(n) (`eval.significance.detectable_difference`).
 """
 
 from __future__ import annotations
@@ -18,12 +18,11 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-from statistics import NormalDist
 
 import numpy as np
 
 from lmadapt.eval.metrics import bootstrap_mean_ci
-from lmadapt.eval.significance import holm, paired_bootstrap
+from lmadapt.eval.significance import detectable_difference, holm, paired_bootstrap
 
 
 def per_example(run: Path) -> tuple[dict, list[str], np.ndarray]:
@@ -68,11 +67,9 @@ def main() -> None:
         pairs += [("direct", "proxy"), ("direct", "base")]
     tests = {f"{a} - {b}": paired_bootstrap(scores[a], scores[b]) for a, b in pairs}
     adjusted = holm([t.p for t in tests.values()])
-    z = NormalDist().inv_cdf(0.975) + NormalDist().inv_cdf(0.8)
-    detectable = {f"{a} - {b}": z * float((scores[a] - scores[b]).std(ddof=1)) / np.sqrt(n) for a, b in pairs}
     differences = {key: {"difference": t.diff, "ci_low": t.ci_low, "ci_high": t.ci_high, "p": t.p, "p_holm": p,
-                         "detectable": detectable[key]}
-                   for (key, t), p in zip(tests.items(), adjusted, strict=True)}
+                         "detectable": detectable_difference(scores[a], scores[b])}
+                   for (a, b), (key, t), p in zip(pairs, tests.items(), adjusted, strict=True)}
     result = {"run": str(args.run), "direct": str(args.direct) if args.direct else None, "n": n,
               "metric": record.get("metric"), "alpha": extra.get("proxy_alpha"), "rows": rows,
               "differences": differences, "reference_nll_by_alpha": extra.get("reference_nll_by_alpha")}

@@ -18,6 +18,7 @@ from lmadapt.data.task import validation_split
 from lmadapt.errors import LmadaptError
 from lmadapt.eval.significance import (
     compare_to_best,
+    detectable_difference,
     examples_to_separate,
     holm,
     paired_bootstrap,
@@ -78,6 +79,14 @@ def test_examples_to_separate_by_the_normal_formula():
     z = 1.959963984540054 + 0.8416212335729143
     assert examples_to_separate(a, b) == int(np.ceil((z * d.std(ddof=1) / d.mean()) ** 2))
     assert examples_to_separate(a, a) is None
+
+
+def test_detectable_difference_by_the_normal_formula():
+    a = np.array([1, 0, 1, 1, 0, 1, 1, 1, 0, 1], dtype=float)
+    b = np.array([1, 0, 0, 1, 0, 1, 0, 1, 0, 1], dtype=float)
+    z = 1.959963984540054 + 0.8416212335729143
+    assert detectable_difference(a, b) == pytest.approx(z * (a - b).std(ddof=1) / np.sqrt(10))
+    assert detectable_difference(a, a) == 0.0
 
 
 def test_seed_and_example_ci_covers_seed_spread():

@@ -78,17 +78,33 @@ def compare_to_best(scores: dict[str, np.ndarray], best: str, alpha: float = 0.0
     return out
 
 
+def _power_z(alpha: float, power: float) -> float:
+    """z_{1-α/2} + z_power: the two-sided normal test's distance in standard errors."""
+    return NormalDist().inv_cdf(1 - alpha / 2) + NormalDist().inv_cdf(power)
+
+
+def _differences(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, float]:
+    """Per-example differences a - b and their sample standard deviation."""
+    d = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
+    return d, float(d.std(ddof=1)) if len(d) > 1 else 0.0
+
+
 def examples_to_separate(a: np.ndarray, b: np.ndarray, alpha: float = 0.05, power: float = 0.8) -> int | None:
     """Eval examples a paired test would need to tell a from b at this alpha and power, if the
     observed mean difference and its per-example spread held: n = ((z_{1-α/2} + z_power) σ / δ)².
     None when the observed difference is zero (no size would separate them)."""
-    d = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
+    d, sd = _differences(a, b)
     delta = float(d.mean()) if len(d) else 0.0
     if abs(delta) < 1e-12:
         return None
-    sd = float(d.std(ddof=1)) if len(d) > 1 else 0.0
-    z = NormalDist().inv_cdf(1 - alpha / 2) + NormalDist().inv_cdf(power)
-    return max(2, int(np.ceil((z * sd / abs(delta)) ** 2)))
+    return max(2, int(np.ceil((_power_z(alpha, power) * sd / abs(delta)) ** 2)))
+
+
+def detectable_difference(a: np.ndarray, b: np.ndarray, alpha: float = 0.05, power: float = 0.8) -> float:
+    """The smallest mean difference a paired test on these n examples finds at this alpha and
+    power, given the observed per-example spread of a - b: (z_{1-α/2} + z_power) σ / √n."""
+    d, sd = _differences(a, b)
+    return _power_z(alpha, power) * sd / np.sqrt(len(d)) if len(d) else float("inf")
 
 
 def seeds_and_examples_ci(values: np.ndarray, n_resamples: int = 2000, seed: int = 0,
