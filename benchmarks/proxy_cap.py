@@ -28,7 +28,7 @@ from lmadapt.data.loaders import load_task
 from lmadapt.decoding.config import GenerationConfig
 from lmadapt.decoding.engine import as_source, complete, eos_ids_for, pad_id_of
 from lmadapt.eval.metrics import per_example_scores
-from lmadapt.eval.prediction_log import prompt_key
+from lmadapt.eval.prediction_log import logged_predictions, prompt_key
 from lmadapt.models.chat import chat_template_for, end_of_turn_id, render
 from lmadapt.models.load import load_tokenizer, resolve_model_ref
 
@@ -61,8 +61,7 @@ def main() -> None:
     for example in task.examples:
         prompt = render(tokenizer, template, prompt_messages(example.text), generation_prompt=True)
         prompts[prompt_key(prompt)] = (prompt, example.target)
-    rows = [json.loads(line) for line in args.log.read_text().splitlines()[1:] if line.strip()]
-    base = {r["prompt_sha256"]: r["prediction"] for r in rows if r.get("call") == args.call}
+    base = {key: text for (call, key), text in logged_predictions(args.log).items() if call == args.call}
     keys = sorted(prompts)
     if set(base) != set(keys):
         raise SystemExit(f"error: the log's call {args.call} holds {len(base)} answers, not the {len(keys)} eval prompts")
@@ -85,7 +84,7 @@ def main() -> None:
     ids = {k: tokenizer(prompts[k][0], add_special_tokens=False)["input_ids"]
            + tokenizer(base[k], add_special_tokens=False)["input_ids"] for k in chosen}
     order = sorted(chosen, key=lambda k: -len(ids[k]))
-    longer, start = dict(base), time.time()
+    longer, start = {}, time.time()
     with torch.inference_mode():
         for i in range(0, len(order), args.batch):
             chunk = order[i:i + args.batch]
@@ -95,11 +94,10 @@ def main() -> None:
                 longer[k] = base[k] + text
             print(f"{i + len(chunk)}/{len(order)} continued, {time.time() - start:.0f} s", flush=True)
 
-    golds = [prompts[k][1] for k in keys]
-    at_cap = dict(zip(keys, per_example_scores([base[k] for k in keys], golds, args.metric), strict=True))
-    after = dict(zip(keys, per_example_scores([longer[k] for k in keys], golds, args.metric), strict=True))
-    sample_after = np.array([after[k] for k in chosen])
-    uncut_right = sum(at_cap[k] for k in keys if k not in set(cut))
+    at_cap = dict(zip(keys, per_example_scores([base[k] for k in keys], [prompts[k][1] for k in keys], args.metric),
+                      strict=True))
+    sample_after = per_example_scores([longer[k] for k in chosen], [prompts[k][1] for k in chosen], args.metric)
+    uncut_right = sum(at_cap[k] for k in set(keys) - set(cut))
     rng = np.random.default_rng(args.seed)
     boots = [sample_after[rng.integers(0, len(chosen), len(chosen))].mean() for _ in range(2000)]
 

@@ -49,6 +49,12 @@ def saved_settings(path: Path) -> dict | None:
     return settings if isinstance(settings, dict) else None
 
 
+def logged_predictions(path: Path) -> dict[tuple[int, str], str]:
+    """(call, prompt_sha256) → prediction for every finished prompt in a log file."""
+    return {(int(row["call"]), str(row["prompt_sha256"])): str(row["prediction"])
+            for row in _lines(path) if "prediction" in row}
+
+
 def has_predictions(path: Path) -> bool:
     """Whether a log file holds at least one finished prediction (not only its header)."""
     if not path.is_file():
@@ -70,9 +76,7 @@ class PredictionLog:
         """Keep the predictions already in the file (resume, settings checked by the caller), or
         start the file afresh with this log's settings."""
         if resume and has_predictions(self.path):
-            for row in _lines(self.path):
-                if "prediction" in row:
-                    self._done[(int(row["call"]), str(row["prompt_sha256"]))] = str(row["prediction"])
+            self._done.update(logged_predictions(self.path))
             return
         self._done.clear()
         self.path.parent.mkdir(parents=True, exist_ok=True)
