@@ -121,6 +121,13 @@ class TaskModel:
             return render(self.tokenizer, self.chat_template, messages, generation_prompt=True)
         return self.prompt_builder(text) if self.prompt_builder else self.task.prompt(text)
 
+    def prompt_ids(self, prompts: list[str]) -> list[list[int]]:
+        """Token ids of rendered prompts (`prompt`), uncut. A chat-rendered prompt already holds
+        its special tokens, so the tokenizer adds none then; a plain prompt gets the usual ones."""
+        if not prompts:  # a tokenizer cannot encode an empty batch
+            return []
+        return self.tokenizer(prompts, add_special_tokens=self.chat_template is None)["input_ids"]
+
     def target_text(self, example: Example) -> str:
         if self.task.kind == "classification":
             return self.task.label_prefix + example.target
@@ -320,8 +327,7 @@ class TaskModel:
         eot = end_of_turn_id(self.tokenizer, self.chat_template) if self.chat_template is not None else None
         ids: list[list[int]] = []
         if engine and todo:
-            encoded = self.tokenizer([prompts[i] for i in todo], add_special_tokens=self.chat_template is None)
-            ids = [row[-self.max_length:] for row in encoded["input_ids"]]
+            ids = [row[-self.max_length:] for row in self.prompt_ids([prompts[i] for i in todo])]
             if any(not row for row in ids):
                 raise LmadaptError("a prompt encodes to zero tokens; give every prompt some text")
             by_length = sorted(range(len(todo)), key=lambda k: -len(ids[k]))
@@ -365,8 +371,8 @@ class TaskModel:
     def _hf_generate(self, prompts: list[str], eot: int | None) -> list[str]:
         """One batch through `model.generate` (seq2seq, peft prompt learning), cut at a stop string."""
         if self.kind == "causal":  # the prompt's end is kept, as on the engine's path
-            encoded = self.tokenizer(prompts, add_special_tokens=self.chat_template is None)["input_ids"]
-            input_ids, mask = left_pad([row[-self.max_length:] for row in encoded], pad_id_of(self.tokenizer))
+            input_ids, mask = left_pad([row[-self.max_length:] for row in self.prompt_ids(prompts)],
+                                       pad_id_of(self.tokenizer))
             enc = {"input_ids": input_ids.to(self.device), "attention_mask": mask.to(self.device)}
         else:
             enc = self.tokenizer(prompts, truncation=True, padding=True, max_length=self.max_length,

@@ -135,9 +135,9 @@ def reference_nll(source: ProxySource | SharedLoraProxySource, tm: TaskModel, te
     alpha 0 is the base alone; a falling curve means the small pair steers toward the references.
     """
     tokenizer = tm.tokenizer
-    rows = [(tokenizer(tm.prompt(text), add_special_tokens=tm.chat_template is None)["input_ids"],
-             tokenizer(reference, add_special_tokens=False)["input_ids"])
-            for text, reference in zip(texts, references, strict=True)]
+    prompts = tm.prompt_ids([tm.prompt(text) for text in texts])
+    rows = [(prompt, tokenizer(reference, add_special_tokens=False)["input_ids"])
+            for prompt, reference in zip(prompts, references, strict=True)]
     rows = [(prompt[-max(1, tm.max_length - len(answer)):], answer) for prompt, answer in rows if answer]
     totals, count = torch.zeros(len(alphas), dtype=torch.float64), 0
     for start in range(0, len(rows), batch_size):
